@@ -1,0 +1,357 @@
+"""The chat WebSocket consumer: parse and validate, call a service, send."""
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from chat import protocol
+from chat.protocol import Close, ConnectError, FrameError
+from chat.ratelimit import RefusalWindow, TokenBucket
+from chat.selectors import messages_between, replay_window
+from chat.services import ThreadForbidden, message_create
+from sessions_app.db import DatabaseUnavailable, db_call
+from sessions_app.disconnects import log_disconnect
+from sessions_app.services import SessionForbidden, session_detach, session_ensure
+from sessions_app.shared import abnormal_close_count
+
+logger = logging.getLogger(__name__)
+
+try:  # Other ASGI servers signal a vanished client with their own exceptions.
+    from websockets.exceptions import ConnectionClosed as _WsClosed
+except ImportError:  # pragma: no cover
+    _WsClosed = OSError
+CLIENT_GONE = (OSError, _WsClosed)
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    """One socket of one user in one thread (PROTOCOL.md §2)."""
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        self.opened_at = time.monotonic()
+        self.params: protocol.ConnectParams | None = None
+        self.server_close_code: int | None = None
+        self.finished = False
+        self.ready = False
+        self.group: str | None = None
+        self.generation: int | None = None
+        self.last_sent_seq = 0
+        self.bucket = TokenBucket(settings.WS_RATE_LIMIT, settings.WS_RATE_LIMIT * 2)
+        self.refusals = RefusalWindow(settings.WS_RATE_LIMIT_CLOSE_AFTER)
+        await super().websocket_connect(message)
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def connect(self) -> None:
+        offered = self.scope.get("subprotocols") or []
+        # Accept first, even to refuse: the client can only read a close code after
+        # the handshake (PROTOCOL.md §2); a refused handshake shows it 1006.
+        await self.accept("jwt" if offered[:1] == ["jwt"] else None)
+        kwargs = self.scope.get("url_route", {}).get("kwargs", {})
+        try:
+            self.params = protocol.parse_connect(
+                kwargs.get("session_id", ""), self.scope.get("query_string", b"")
+            )
+        except ConnectError as exc:
+            return await self.refuse(exc.close_code)
+        if self.scope.get("db_unavailable"):
+            return await self.refuse_db_unavailable()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.refuse(Close.UNAUTHENTICATED)
+        try:
+            opened = await db_call(
+                session_ensure,
+                session_id=self.params.session_id,
+                user=user,
+                thread_id=self.params.thread_id,
+                instance=settings.INSTANCE_ID,
+                op="session_ensure",
+            )
+        except DatabaseUnavailable:
+            return await self.refuse_db_unavailable()
+        except (SessionForbidden, ThreadForbidden):
+            return await self.refuse(Close.FORBIDDEN)
+        self.generation = opened.generation
+        # Join before reading the thread's seq: anything committed later reaches us
+        # through the group, anything earlier through the replay; seq dedups the overlap.
+        self.group = protocol.thread_group(self.params.thread_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        replay = await self.load_replay(self.params.last_seq)
+        if replay is None:
+            return
+        await self.send_json(
+            {
+                "type": "ws:session_established",
+                "session_id": self.params.session_id,
+                "thread_id": self.params.thread_id,
+                "user": user.get_username(),
+                "resumed": opened.resumed,
+                "last_seq": replay.last_seq,
+                "replay": len(replay.messages),
+                "recovered": replay.recovered,
+                "instance": settings.INSTANCE_ID,
+            }
+        )
+        await self.send_replay(replay)
+        self.ready = True
+
+    async def disconnect(self, code: int) -> None:
+        await self.finish(code)
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            # Daphne cancels us after --application-close-timeout or at shutdown.
+            logger.info(
+                "ws_cancelled session_id=%s",
+                self.params.session_id if getattr(self, "params", None) else "",
+                extra={"event": "ws_cancelled"},
+            )
+            if not getattr(self, "finished", True):
+                self.finished = True
+                self.log_close(self.server_close_code or protocol.ABNORMAL)
+            raise
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        try:
+            await super().dispatch(message)
+        except (StopConsumer, asyncio.CancelledError):
+            raise
+        except CLIENT_GONE:
+            # The client vanished while we were sending: a disconnect, not a fault.
+            await self.finish(protocol.ABNORMAL)
+            raise StopConsumer() from None
+        except Exception:
+            # channels#1466: when a handler raises, websocket_disconnect may never
+            # run, so we log, close with 1011 and finish here ourselves.
+            logger.exception(
+                "ws_unhandled_exception session_id=%s",
+                self.params.session_id if self.params else "",
+                extra={"event": "ws_unhandled_exception"},
+            )
+            self.server_close_code = Close.SERVER_ERROR
+            with contextlib.suppress(CLIENT_GONE):
+                await self.close(Close.SERVER_ERROR)
+            await self.finish(Close.SERVER_ERROR)
+            raise StopConsumer() from None
+
+    async def finish(self, client_code: int | None) -> None:
+        """Once per socket: the ws_disconnect record, the group, the session, the event."""
+        if self.finished:
+            return
+        self.finished = True
+        code = self.server_close_code or client_code or 1005
+        frequent = False
+        username = self.username()
+        if code == protocol.ABNORMAL and username:
+            count = await abnormal_close_count(username)
+            frequent = count >= settings.WS_FREQUENT_DISCONNECTS
+        reason = self.log_close(code, frequent=frequent)
+        if self.group:
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except Exception:
+                # The group entry expires by itself (group_expiry); Redis trouble is
+                # reported by readiness, not by every closing socket.
+                logger.warning(
+                    "group_discard_failed group=%s",
+                    self.group,
+                    exc_info=True,
+                    extra={"event": "group_discard_failed"},
+                )
+        if self.params is None or code == Close.TRY_AGAIN_LATER:
+            return  # nothing to record, or the DB is known to be down
+        user = self.scope.get("user")
+        try:
+            await db_call(
+                session_detach,
+                session_id=self.params.session_id,
+                user=user,
+                thread_id=self.params.thread_id,
+                code=code,
+                reason=reason,
+                duration_s=round(time.monotonic() - self.opened_at, 3),
+                instance=settings.INSTANCE_ID,
+                generation=self.generation,
+                op="session_detach",
+            )
+        except DatabaseUnavailable:
+            pass  # already logged as db_unavailable by the retry helper
+
+    def username(self) -> str:
+        """The authenticated user's name, or "" for a refused socket."""
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return ""
+        return user.get_username()
+
+    def log_close(self, code: int, *, frequent: bool = False) -> str:
+        """Emit the ws_disconnect record; return the reason name."""
+        return log_disconnect(
+            session_id=self.params.session_id if self.params else "",
+            user=self.username(),
+            thread_id=self.params.thread_id if self.params else "",
+            code=code,
+            duration_s=time.monotonic() - self.opened_at,
+            frequent=frequent,
+        )
+
+    async def refuse(self, code: int) -> None:
+        """Close an accepted socket with a refusal code."""
+        self.server_close_code = code
+        await self.close(code)
+
+    async def refuse_db_unavailable(self) -> None:
+        """The DB stayed down through every retry: error frame, then 1013."""
+        await self.send_json(
+            protocol.error_frame("db_unavailable", "database unavailable")
+        )
+        await self.refuse(Close.TRY_AGAIN_LATER)
+
+    # --- client frames --------------------------------------------------------------
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None
+    ):
+        if not self.ready or self.server_close_code:
+            return
+        size = len(bytes_data) if text_data is None else len(text_data)
+        if text_data is not None and size * 4 > settings.WS_MAX_MESSAGE_BYTES:
+            size = len(text_data.encode("utf-8", "surrogatepass"))
+        if size > settings.WS_MAX_MESSAGE_BYTES:
+            return await self.refuse(Close.MESSAGE_TOO_BIG)
+        if not self.bucket.take():
+            if self.refusals.refuse():
+                return await self.refuse(Close.POLICY_VIOLATION)
+            return await self.send_error("rate_limited", "too many frames; slow down")
+        if text_data is None:
+            return await self.send_error("bad_frame", "binary frames are not supported")
+        try:
+            frame = protocol.parse_frame(text_data)
+        except FrameError as exc:
+            return await self.send_error(exc.code, exc.detail)
+        if isinstance(frame, protocol.ChatMessageFrame):
+            await self.on_chat_message(frame)
+        elif isinstance(frame, protocol.PingFrame):
+            await self.send_json({"type": "pong", "ts": frame.ts})
+        else:
+            await self.on_resume(frame)
+
+    async def on_chat_message(self, frame: protocol.ChatMessageFrame) -> None:
+        assert self.params is not None
+        try:
+            result = await db_call(
+                message_create,
+                thread_id=self.params.thread_id,
+                user=self.scope["user"],
+                client_id=frame.id,
+                text=frame.text,
+                op="message_create",
+            )
+        except DatabaseUnavailable:
+            return await self.refuse_db_unavailable()
+        message = result.message
+        if not result.duplicate:
+            await self.broadcast(protocol.message_frame(message))
+        await self.send_json(
+            {
+                "type": "ack",
+                "id": frame.id,
+                "seq": message.seq,
+                "duplicate": result.duplicate,
+            }
+        )
+
+    async def on_resume(self, frame: protocol.ResumeFrame) -> None:
+        replay = await self.load_replay(frame.last_seq)
+        if replay is None:
+            return
+        await self.send_json(
+            {
+                "type": "resumed",
+                "replay": len(replay.messages),
+                "recovered": replay.recovered,
+            }
+        )
+        await self.send_replay(replay)
+
+    async def broadcast(self, frame: dict[str, Any]) -> None:
+        """Send a stored message to every socket of the thread, on every instance."""
+        try:
+            await self.channel_layer.group_send(self.group, frame)
+        except Exception:
+            # Stored is stored: receivers fill the gap by seq (next message or resume).
+            logger.warning(
+                "broadcast_failed thread_id=%s seq=%s",
+                frame["thread_id"],
+                frame["seq"],
+                exc_info=True,
+                extra={"event": "broadcast_failed"},
+            )
+
+    # --- group messages -------------------------------------------------------------
+
+    async def chat_message(self, event: dict[str, Any]) -> None:
+        """A live message: deliver in seq order, exactly once, filling gaps from the DB."""
+        seq = event["seq"]
+        if seq <= self.last_sent_seq or self.server_close_code:
+            return
+        if seq > self.last_sent_seq + 1:
+            try:
+                missed = await db_call(
+                    messages_between,
+                    thread_id=event["thread_id"],
+                    after_seq=self.last_sent_seq,
+                    upto_seq=seq - 1,
+                    op="messages_between",
+                )
+            except DatabaseUnavailable:
+                # Never skip a seq: the client reconnects and resumes from its last.
+                return await self.refuse_db_unavailable()
+            for message in missed:
+                await self.send_message(protocol.message_frame(message))
+        await self.send_message(event)
+
+    # --- helpers --------------------------------------------------------------------
+
+    async def load_replay(self, after_seq: int | None) -> Any:
+        """The replay window, or None when the DB is down (the socket is then closed)."""
+        assert self.params is not None
+        try:
+            return await db_call(
+                replay_window,
+                thread_id=self.params.thread_id,
+                after_seq=after_seq,
+                max_replay=settings.WS_MAX_REPLAY,
+                op="replay_window",
+            )
+        except DatabaseUnavailable:
+            await self.refuse_db_unavailable()
+            return None
+
+    async def send_replay(self, replay: Any) -> None:
+        """Send replayed frames, then treat everything up to the thread's seq as sent."""
+        for message in replay.messages:
+            await self.send_json(protocol.message_frame(message))
+        sent = replay.messages[-1].seq if replay.messages else 0
+        self.last_sent_seq = max(self.last_sent_seq, replay.last_seq, sent)
+
+    async def send_message(self, frame: dict[str, Any]) -> None:
+        """Send one chat.message if it is the next seq for this socket."""
+        if frame["seq"] <= self.last_sent_seq:
+            return
+        await self.send_json(frame)
+        self.last_sent_seq = frame["seq"]
+
+    async def send_error(self, code: str, detail: str) -> None:
+        await self.send_json(protocol.error_frame(code, detail))
+
+    async def send_json(self, data: dict[str, Any]) -> None:
+        await self.send(text_data=protocol.dumps(data))

@@ -1,0 +1,197 @@
+"""PROTOCOL.md encoded once: connect parameters, frames, close codes, reason names."""
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+SLUG_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SEQ_RE = re.compile(r"^[0-9]{1,18}$")
+MAX_TEXT = 4000
+MAX_CLIENT_ID = 64
+DEFAULT_THREAD = "main"
+
+
+class Close:
+    """Close codes the server sends (PROTOCOL.md §2)."""
+
+    NORMAL = 1000
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    SERVER_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_REQUEST = 4400
+    UNAUTHENTICATED = 4401
+    FORBIDDEN = 4403
+
+
+# code -> (reason name, log level) for the ws_disconnect record (PROTOCOL.md §3).
+REASONS: dict[int, tuple[str, int]] = {
+    1000: ("normal_closure", logging.INFO),
+    1001: ("going_away", logging.INFO),
+    1005: ("no_status", logging.INFO),
+    1006: ("abnormal_closure", logging.INFO),
+    1008: ("policy_violation", logging.WARNING),
+    1009: ("message_too_big", logging.WARNING),
+    1011: ("server_error", logging.ERROR),
+    1012: ("service_restart", logging.INFO),
+    1013: ("try_again_later", logging.WARNING),
+    4400: ("bad_request", logging.WARNING),
+    4401: ("unauthenticated", logging.WARNING),
+    4403: ("forbidden", logging.WARNING),
+}
+ABNORMAL = 1006
+
+
+def reason_for(code: int | None) -> tuple[str, int]:
+    """Reason name and log level for a close code; unknown codes are INFO."""
+    if code is None:
+        code = 1005
+    return REASONS.get(code, (f"code_{code}", logging.INFO))
+
+
+class FrameError(Exception):
+    """A client frame the server refuses with an `error` frame."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class ConnectError(Exception):
+    """Connect parameters the server refuses with a close code."""
+
+    def __init__(self, close_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.close_code = close_code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ConnectParams:
+    """What the client asked for in the URL."""
+
+    session_id: str
+    thread_id: str
+    last_seq: int | None
+
+
+def parse_connect(session_id: str, query_string: bytes | str) -> ConnectParams:
+    """Validate the URL's session id and query; ConnectError(4400) when malformed."""
+    if not SLUG_RE.match(session_id or ""):
+        raise ConnectError(Close.BAD_REQUEST, "malformed session_id")
+    if isinstance(query_string, bytes):
+        query_string = query_string.decode("latin-1")
+    try:
+        query = parse_qs(query_string, keep_blank_values=True, strict_parsing=False)
+    except ValueError as exc:
+        raise ConnectError(Close.BAD_REQUEST, "malformed query string") from exc
+    thread_values = query.get("thread_id", [DEFAULT_THREAD])
+    seq_values = query.get("last_seq", [])
+    if len(thread_values) != 1 or not SLUG_RE.match(thread_values[0]):
+        raise ConnectError(Close.BAD_REQUEST, "malformed thread_id")
+    last_seq = None
+    if seq_values:
+        if len(seq_values) != 1 or not SEQ_RE.match(seq_values[0]):
+            raise ConnectError(Close.BAD_REQUEST, "malformed last_seq")
+        last_seq = int(seq_values[0])
+    return ConnectParams(session_id, thread_values[0], last_seq)
+
+
+@dataclass(frozen=True)
+class ChatMessageFrame:
+    """A client's chat.message."""
+
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class PingFrame:
+    """A client's ping."""
+
+    ts: int | float
+
+
+@dataclass(frozen=True)
+class ResumeFrame:
+    """A client's resume."""
+
+    last_seq: int
+
+
+Frame = ChatMessageFrame | PingFrame | ResumeFrame
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_frame(text: str) -> Frame:
+    """Parse and validate one client text frame; FrameError names what is wrong."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise FrameError("bad_json", "frame is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise FrameError("bad_frame", "frame must be a JSON object")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise FrameError("bad_frame", "field 'type' must be a string")
+    if kind == "chat.message":
+        return _parse_chat_message(data)
+    if kind == "ping":
+        ts = data.get("ts")
+        if not (_is_int(ts) or isinstance(ts, float)):
+            raise FrameError("bad_frame", "field 'ts' must be a number")
+        return PingFrame(ts)
+    if kind == "resume":
+        last_seq = data.get("last_seq")
+        if not _is_int(last_seq) or last_seq < 0:
+            raise FrameError("bad_frame", "field 'last_seq' must be an integer >= 0")
+        return ResumeFrame(last_seq)
+    raise FrameError("unknown_type", f"unknown frame type {kind[:64]!r}")
+
+
+def _parse_chat_message(data: dict[str, Any]) -> ChatMessageFrame:
+    client_id = data.get("id")
+    text = data.get("text")
+    if not isinstance(client_id, str) or not 1 <= len(client_id) <= MAX_CLIENT_ID:
+        raise FrameError("bad_frame", "field 'id' must be a string of 1-64 characters")
+    if not isinstance(text, str) or not text:
+        raise FrameError("bad_frame", "field 'text' must be a non-empty string")
+    if len(text) > MAX_TEXT:
+        raise FrameError("too_long", f"text is longer than {MAX_TEXT} characters")
+    return ChatMessageFrame(client_id, text)
+
+
+def error_frame(code: str, detail: str) -> dict[str, str]:
+    """An `error` frame."""
+    return {"type": "error", "code": code, "detail": detail}
+
+
+def message_frame(message: Any) -> dict[str, Any]:
+    """The `chat.message` frame for a Message row (or anything shaped like one)."""
+    return {
+        "type": "chat.message",
+        "thread_id": message.thread_id,
+        "seq": message.seq,
+        "id": message.client_id,
+        "user": message.user.get_username(),
+        "text": message.text,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def thread_group(thread_id: str) -> str:
+    """The channel-layer group of a thread: the one place group names are made."""
+    return f"thread.{thread_id}"
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """Serialize a server frame compactly."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,130 @@
+"""JSON API: tokens, threads and message history (PROTOCOL.md §1)."""
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from chat import protocol
+from chat.selectors import messages_after, thread_get, thread_user_allowed
+from chat.services import ThreadExists, UnknownMembers, thread_create
+from sessions_app import tokens
+from sessions_app.auth import api_user
+
+MAX_HISTORY_LIMIT = 500
+DEFAULT_HISTORY_LIMIT = 100
+
+
+def _error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def _json_body(request: HttpRequest) -> Any:
+    try:
+        return json.loads(request.body or b"")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _thread_json(thread: Any) -> dict[str, Any]:
+    return {
+        "id": thread.id,
+        "private": thread.private,
+        "members": sorted(u.get_username() for u in thread.members.all()),
+        "last_seq": thread.last_seq,
+    }
+
+
+@csrf_exempt
+@require_POST
+def token_create(request: HttpRequest) -> JsonResponse:
+    """POST /api/token: exchange a username and password for a JWT."""
+    body = _json_body(request)
+    if not isinstance(body, dict):
+        return _error(400, "body must be a JSON object")
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        return _error(400, "username and password must be strings")
+    user = authenticate(request, username=username, password=password)
+    if user is None:
+        return _error(401, "invalid credentials")
+    token = tokens.token_issue(user_id=user.pk, username=user.get_username())
+    return JsonResponse({"token": token, "expires_in": settings.JWT_TTL_SECONDS})
+
+
+def _parse_thread_body(body: Any) -> tuple[str, bool, list[str]] | str:
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    thread_id = body.get("id")
+    private = body.get("private", False)
+    members = body.get("members", [])
+    if not isinstance(thread_id, str) or not protocol.SLUG_RE.match(thread_id):
+        return "id must be 1-64 characters of [A-Za-z0-9_-]"
+    if not isinstance(private, bool):
+        return "private must be a boolean"
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        return "members must be a list of usernames"
+    return thread_id, private, members
+
+
+@csrf_exempt  # session callers are CSRF-checked in api_user; bearers need none
+@require_POST
+def thread_create_view(request: HttpRequest) -> JsonResponse:
+    """POST /api/threads: create a thread, the caller always a member."""
+    user = api_user(request)
+    if user is None:
+        return _error(401, "authentication required")
+    parsed = _parse_thread_body(_json_body(request))
+    if isinstance(parsed, str):
+        return _error(400, parsed)
+    thread_id, private, members = parsed
+    try:
+        thread = thread_create(
+            thread_id=thread_id, private=private, member_usernames=members, creator=user
+        )
+    except UnknownMembers as exc:
+        return _error(400, f"unknown members: {', '.join(exc.usernames)}")
+    except ThreadExists:
+        return _error(409, f"thread {thread_id!r} exists")
+    return JsonResponse(_thread_json(thread), status=201)
+
+
+def _int_param(request: HttpRequest, name: str, default: int) -> int | None:
+    raw = request.GET.get(name)
+    if raw is None:
+        return default
+    if not protocol.SEQ_RE.match(raw):
+        return None
+    return int(raw)
+
+
+@require_GET
+def thread_messages(request: HttpRequest, thread_id: str) -> JsonResponse:
+    """GET /api/threads/<id>/messages?after_seq=N&limit=L: history in seq order."""
+    user = api_user(request)
+    if user is None:
+        return _error(401, "authentication required")
+    after_seq = _int_param(request, "after_seq", 0)
+    limit = _int_param(request, "limit", DEFAULT_HISTORY_LIMIT)
+    if after_seq is None or limit is None or limit < 1:
+        return _error(
+            400, "after_seq and limit must be non-negative integers, limit >= 1"
+        )
+    thread = thread_get(thread_id=thread_id)
+    if thread is None:
+        return _error(404, "no such thread")
+    if not thread_user_allowed(thread=thread, user=user):
+        return _error(403, "not a member of this thread")
+    messages = messages_after(
+        thread_id=thread_id, after_seq=after_seq, limit=min(limit, MAX_HISTORY_LIMIT)
+    )
+    return JsonResponse(
+        {
+            "messages": [protocol.message_frame(m) for m in messages],
+            "last_seq": thread.last_seq,
+        }
+    )

@@ -1,0 +1,222 @@
+"""Emergence settings: every external value is read here, once, from the environment."""
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+TESTING = "pytest" in sys.modules or env.bool("TESTING", default=False)
+
+# No secret default outside DEBUG (and the test run, which is DEBUG-like).
+if DEBUG or TESTING:
+    SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-only-key-change-me")
+else:
+    SECRET_KEY = env.str("SECRET_KEY")
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# Name of this process in logs and frames; unique per Daphne process by default.
+INSTANCE_ID = env.str("INSTANCE_ID", default=f"{socket.gethostname()}-{os.getpid()}")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "sessions_app",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "sessions_app.middleware.DatabaseHealthMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "emergence.urls"
+ASGI_APPLICATION = "emergence.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------
+# Default: a SQLite file, for the embedded single-process mode. The test suite runs on
+# real PostgreSQL and Redis (TEST_DATABASE_URL / TEST_REDIS_URL, local by default).
+if TESTING:
+    DATABASE_URL = env.str(
+        "TEST_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/emergence"
+    )
+    REDIS_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/0")
+else:
+    DATABASE_URL = env.str(
+        "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+    )
+    REDIS_URL = env.str("REDIS_URL", default="")
+DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
+_db = DATABASES["default"]
+# Health checks: a connection is tested before reuse, so a restarted PostgreSQL or a
+# terminated backend costs no failed request. With the pool this becomes the pool's
+# `check` (ConnectionPool.check_connection on every checkout).
+_db["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
+DB_POOL = env.bool("DB_POOL", default=True)
+if _db["ENGINE"] == "django.db.backends.postgresql" and DB_POOL:
+    # Persistent connections (CONN_MAX_AGE > 0) are per thread, and under ASGI
+    # database_sync_to_async work runs on threads that come and go, so connections
+    # leak or go stale (Django docs, "Persistent connections" / ASGI note). psycopg 3's
+    # pool is shared by every thread of the process, so we use it and keep
+    # CONN_MAX_AGE at 0 (Django refuses both together). The pool timeout is short:
+    # our retry helper (sessions_app/db.py) owns waiting and backoff, not the pool.
+    _db["CONN_MAX_AGE"] = 0
+    _db.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DB_POOL_MAX_SIZE", default=10),
+        "timeout": env.float("DB_POOL_TIMEOUT", default=1.0),
+    }
+else:
+    # Without the pool (SQLite, or DB_POOL=false): CONN_MAX_AGE from the environment,
+    # default 0 (a connection per unit of work) for the same ASGI reason.
+    _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+if _db["ENGINE"] == "django.db.backends.postgresql":
+    # Fail fast instead of hanging on an unreachable server; retries do the waiting.
+    _db.setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=2)
+    )
+
+DB_MAX_RETRIES = env.int("DB_MAX_RETRIES", default=3)
+DB_RETRY_DELAY = env.float("DB_RETRY_DELAY", default=0.5)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer and cache -----------------------------------------------
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=1000),
+                "expiry": 60,
+                "group_expiry": 86400,
+                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="emergence"),
+            },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="emergence"),
+            "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- WebSocket behaviour (PROTOCOL.md §2) -----------------------------------------
+WS_CLEANUP_GRACE_SECONDS = env.float("WS_CLEANUP_GRACE_SECONDS", default=5.0)
+WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=65536)
+WS_MAX_REPLAY = env.int("WS_MAX_REPLAY", default=1000)
+WS_RATE_LIMIT = env.float("WS_RATE_LIMIT", default=20.0)
+WS_RATE_LIMIT_CLOSE_AFTER = env.int("WS_RATE_LIMIT_CLOSE_AFTER", default=100)
+WS_FREQUENT_DISCONNECTS = env.int("WS_FREQUENT_DISCONNECTS", default=5)
+WS_FREQUENT_WINDOW_SECONDS = env.int("WS_FREQUENT_WINDOW_SECONDS", default=300)
+
+# --- Auth -------------------------------------------------------------------------
+JWT_SECRET = env.str("JWT_SECRET", default=SECRET_KEY)
+JWT_TTL_SECONDS = env.int("JWT_TTL_SECONDS", default=3600)
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
+    },
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- Static files -----------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not TESTING
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Logging ----------------------------------------------------------------------
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"instance": {"()": "emergence.logs.InstanceFilter"}},
+    "formatters": {
+        "text": {
+            "format": "%(asctime)s %(levelname)s %(name)s [%(instance)s] %(message)s",
+        },
+        "json": {
+            "()": "emergence.logs.JsonFormatter",
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+            "filters": ["instance"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"level": "INFO"},
+        "django.db.backends": {"level": "INFO"},
+        # The pool logs every discarded broken connection; our retry helper reports
+        # the outcome that matters (db_connection_lost / db_reconnected).
+        "psycopg.pool": {"level": "WARNING"},
+    },
+}
+
+# Prefix of the shared state keys (presence, detach markers, disconnect metrics).
+SHARED_KEY_PREFIX = env.str("SHARED_KEY_PREFIX", default="emergence")

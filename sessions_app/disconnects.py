@@ -1,0 +1,47 @@
+"""The ws_disconnect record (PROTOCOL.md §3): one per closed socket."""
+
+import logging
+
+from django.conf import settings
+
+from chat.protocol import ABNORMAL, reason_for
+
+logger = logging.getLogger(__name__)
+
+
+def log_disconnect(
+    *,
+    session_id: str,
+    user: str,
+    thread_id: str,
+    code: int,
+    duration_s: float,
+    frequent: bool = False,
+) -> str:
+    """Log the close at the level the table says; return its reason name."""
+    reason, level = reason_for(code)
+    if code == ABNORMAL and frequent:
+        level = logging.WARNING
+    logger.log(
+        level,
+        "ws_disconnect session_id=%s user=%s thread_id=%s code=%s reason=%s "
+        "duration_s=%.3f",
+        session_id,
+        user,
+        thread_id,
+        code,
+        reason,
+        duration_s,
+        extra={
+            "event": "ws_disconnect",
+            "session_id": session_id,
+            "user": user,
+            "thread_id": thread_id,
+            "code": code,
+            "reason": reason,
+            "duration_s": round(duration_s, 3),
+            "instance": settings.INSTANCE_ID,
+            "frequent_disconnector": frequent,
+        },
+    )
+    return reason

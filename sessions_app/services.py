@@ -1,0 +1,99 @@
+"""Writes for chat sessions and connection events."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from chat.services import thread_join
+from sessions_app.models import ChatSession, ConnectionEvent
+
+
+class SessionForbidden(Exception):
+    """The session id belongs to another user."""
+
+
+@dataclass(frozen=True)
+class SessionOpened:
+    """The result of a socket's session setup."""
+
+    session: ChatSession
+    resumed: bool
+    generation: int
+
+
+def session_ensure(
+    *, session_id: str, user: Any, thread_id: str, instance: str
+) -> SessionOpened:
+    """Load or create the session for a new socket; SessionForbidden if not the owner.
+
+    Also joins the thread (ThreadForbidden for a private thread) and records the
+    connect event, all in one transaction so a retry never half-applies it.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        thread = thread_join(thread_id=thread_id, user=user)
+        session, created = ChatSession.objects.select_for_update().get_or_create(
+            pk=session_id,
+            defaults={"owner": user, "thread": thread, "last_seen_at": now},
+        )
+        if session.owner_id != user.pk:
+            raise SessionForbidden(session_id)
+        resumed = not created and session.connect_count > 0
+        ChatSession.objects.filter(pk=session_id).update(
+            thread=thread,
+            status=ChatSession.Status.ACTIVE,
+            last_seen_at=now,
+            connect_count=F("connect_count") + 1,
+            resumed_count=F("resumed_count") + (1 if resumed else 0),
+        )
+        session.refresh_from_db()
+        ConnectionEvent.objects.create(
+            session=session,
+            session_key=session_id,
+            user=user,
+            thread_key=thread_id,
+            kind=ConnectionEvent.Kind.CONNECT,
+            instance=instance,
+        )
+    return SessionOpened(
+        session=session, resumed=resumed, generation=session.connect_count
+    )
+
+
+def session_detach(
+    *,
+    session_id: str,
+    user: Any,
+    thread_id: str,
+    code: int,
+    reason: str,
+    duration_s: float,
+    instance: str,
+    generation: int | None,
+) -> None:
+    """Record a socket's close; mark the session idle unless a newer socket opened it."""
+    now = timezone.now()
+    session = None
+    if generation is not None:
+        session = ChatSession.objects.filter(pk=session_id, owner=user).first()
+    with transaction.atomic():
+        if session is not None:
+            ChatSession.objects.filter(pk=session_id).update(last_seen_at=now)
+            # A later connect (any instance) bumped connect_count: it owns the status now.
+            ChatSession.objects.filter(pk=session_id, connect_count=generation).update(
+                status=ChatSession.Status.IDLE
+            )
+        ConnectionEvent.objects.create(
+            session=session,
+            session_key=session_id[:64],
+            user=user if getattr(user, "is_authenticated", False) else None,
+            thread_key=thread_id[:64],
+            kind=ConnectionEvent.Kind.DISCONNECT,
+            code=code,
+            reason=reason,
+            duration_s=duration_s,
+            instance=instance[:128],
+        )

@@ -1,0 +1,32 @@
+"""JWTs for API clients: HS256, claims sub/username/iat/exp (PROTOCOL.md §1)."""
+
+import time
+
+import jwt
+from django.conf import settings
+
+ALGORITHM = "HS256"
+
+
+def token_issue(*, user_id: int, username: str, ttl_seconds: int | None = None) -> str:
+    """Sign a JWT for the user, valid for ttl_seconds (default JWT_TTL_SECONDS)."""
+    now = int(time.time())
+    ttl = settings.JWT_TTL_SECONDS if ttl_seconds is None else ttl_seconds
+    claims = {"sub": str(user_id), "username": username, "iat": now, "exp": now + ttl}
+    return jwt.encode(claims, settings.JWT_SECRET, algorithm=ALGORITHM)
+
+
+def token_user_id(token: str) -> int | None:
+    """The user id of a valid, unexpired token, else None."""
+    if not token:
+        return None
+    try:
+        claims = jwt.decode(
+            token,
+            settings.JWT_SECRET,
+            algorithms=[ALGORITHM],
+            options={"require": ["sub", "exp", "iat"]},
+        )
+        return int(claims["sub"])
+    except (jwt.InvalidTokenError, ValueError, TypeError):
+        return None
