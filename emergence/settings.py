@@ -16,7 +16,7 @@ TESTING = "pytest" in sys.modules or env.bool("TESTING", default=False)
 
 # No secret default outside DEBUG (and the test run, which is DEBUG-like).
 if DEBUG or TESTING:
-    SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-only-key-change-me")
+    SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-only-key-change-me-0123456789abcdef")
 else:
     SECRET_KEY = env.str("SECRET_KEY")
 
@@ -127,7 +127,10 @@ if REDIS_URL:
                 "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=1000),
                 "expiry": 60,
                 "group_expiry": 86400,
-                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="emergence"),
+                "prefix": env.str(
+                    "CHANNEL_LAYER_PREFIX",
+                    default="emergence-test" if TESTING else "emergence",
+                ),
             },
         }
     }
@@ -135,7 +138,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="emergence"),
+            "KEY_PREFIX": env.str(
+                "CACHE_KEY_PREFIX", default="emergence-test" if TESTING else "emergence"
+            ),
             "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
         }
     }
@@ -219,4 +224,6 @@ LOGGING = {
 }
 
 # Prefix of the shared state keys (presence, detach markers, disconnect metrics).
-SHARED_KEY_PREFIX = env.str("SHARED_KEY_PREFIX", default="emergence")
+SHARED_KEY_PREFIX = env.str(
+    "SHARED_KEY_PREFIX", default="emergence-test" if TESTING else "emergence"
+)

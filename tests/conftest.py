@@ -42,7 +42,8 @@ def _isolated_redis():
     client = redis.Redis.from_url(settings.REDIS_URL)
     prefix = settings.SHARED_KEY_PREFIX
     layer_prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
-    for pattern in (f"{prefix}:*", f"{layer_prefix}:*", f":1:{prefix}*"):
+    cache_prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+    for pattern in (f"{prefix}:*", f"{layer_prefix}:*", f"{cache_prefix}:*"):
         keys = list(client.scan_iter(pattern, count=1000))
         if keys:
             client.delete(*keys)
@@ -90,3 +91,27 @@ def token_for():
 def pytest_configure(config):
     # Subprocesses (Daphne) and this process share one Redis namespace per run.
     os.environ.setdefault("EMERGENCE_TEST_RUN", str(os.getpid()))
+
+
+@pytest.fixture
+def daphne(transactional_db, tmp_path):
+    """Start real Daphne processes (name, **env overrides); all stopped afterwards."""
+    from tests.servers import DaphneProcess
+
+    started = []
+
+    def start(name: str = "a", **env: str) -> DaphneProcess:
+        proc = DaphneProcess(name, tmp_path, **env).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def assert_no_errors(proc) -> None:
+    """No ERROR record and no traceback anywhere in a Daphne process's log."""
+    errors = [r for r in proc.records() if r.get("level") in ("ERROR", "CRITICAL")]
+    assert not errors, errors
+    assert "Traceback" not in proc.log_text(), proc.log_text()[-4000:]
