@@ -1,0 +1,45 @@
+# Emergence: `make run` serves the app, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DAPHNE_FLAGS := --ping-interval 20 --ping-timeout 60 --application-close-timeout 10 \
+	--websocket_connect_timeout 15
+export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/emergence
+export TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test lint format migrate demo-user clean venv
+
+$(BIN)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+migrate: venv
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput
+
+demo-user: migrate
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py demo_user --url http://$(HOST):$(PORT)/
+
+run: demo-user
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py collectstatic --noinput -v0
+	DEBUG=$${DEBUG:-1} exec $(BIN)/daphne -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS) \
+		emergence.asgi:application
+
+test: venv
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
