@@ -1,5 +1,6 @@
 """Emergence settings: every external value is read here, once, from the environment."""
 
+import ipaddress
 import os
 import socket
 import sys
@@ -156,6 +157,22 @@ WS_RATE_LIMIT = env.float("WS_RATE_LIMIT", default=20.0)
 WS_RATE_LIMIT_CLOSE_AFTER = env.int("WS_RATE_LIMIT_CLOSE_AFTER", default=100)
 WS_FREQUENT_DISCONNECTS = env.int("WS_FREQUENT_DISCONNECTS", default=5)
 WS_FREQUENT_WINDOW_SECONDS = env.int("WS_FREQUENT_WINDOW_SECONDS", default=300)
+
+# Presence entries live this long unless their process refreshes them (a dead
+# instance's sockets vanish from presence after at most this).
+PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=60)
+PRESENCE_REFRESH_SECONDS = env.float("PRESENCE_REFRESH_SECONDS", default=20.0)
+# Periodic sweep finishing cleanups of dead instances (0 = off; `reap_sessions` too).
+REAPER_INTERVAL_SECONDS = env.float("REAPER_INTERVAL_SECONDS", default=0.0)
+
+# /metrics answers only these client networks (empty list: anyone).
+METRICS_ALLOWED_NETWORKS = [
+    ipaddress.ip_network(n)
+    for n in env.list(
+        "METRICS_ALLOWED_NETWORKS",
+        default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+    )
+]
 
 # --- Auth -------------------------------------------------------------------------
 JWT_SECRET = env.str("JWT_SECRET", default=SECRET_KEY)

@@ -21,4 +21,6 @@ urlpatterns = [
     path("api/health", health_views.api_health, name="api-health"),
     path("health/liveness", health_views.liveness, name="liveness"),
     path("health/readiness", health_views.readiness_view, name="readiness"),
+    path("metrics", health_views.prometheus_metrics, name="metrics"),
+    path("ws-metrics", health_views.ws_metrics_view, name="ws-metrics"),
 ]

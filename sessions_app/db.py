@@ -10,6 +10,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
+from sessions_app import metrics
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -46,10 +48,21 @@ def _guarded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise
 
 
-_run_guarded = database_sync_to_async(_guarded)
+# SQLite allows one writer: keep its work on the one shared thread. PostgreSQL work
+# runs on the executor's threads in parallel, each borrowing from the psycopg pool
+# (database_sync_to_async returns the connection after every call).
+_run_shared_thread = database_sync_to_async(_guarded)
+_run_parallel = database_sync_to_async(_guarded, thread_sensitive=False)
+
+
+def _runner():
+    if connection.vendor == "postgresql":
+        return _run_parallel
+    return _run_shared_thread
 
 
 def _log_lost(op: str, attempt: int, delay: float, exc: Exception) -> None:
+    metrics.DB_RECONNECTS.labels(result="lost").inc()
     logger.warning(
         "db_connection_lost op=%s attempt=%d retry_in=%.1fs error=%s",
         op,
@@ -61,6 +74,7 @@ def _log_lost(op: str, attempt: int, delay: float, exc: Exception) -> None:
 
 
 def _log_reconnected(op: str, attempt: int) -> None:
+    metrics.DB_RECONNECTS.labels(result="reconnected").inc()
     logger.info(
         "db_reconnected op=%s attempt=%d",
         op,
@@ -70,6 +84,7 @@ def _log_reconnected(op: str, attempt: int) -> None:
 
 
 def _log_unavailable(op: str, attempts: int, exc: Exception) -> None:
+    metrics.DB_RECONNECTS.labels(result="unavailable").inc()
     logger.error(
         "db_unavailable op=%s attempts=%d error=%s",
         op,
@@ -90,7 +105,7 @@ async def db_call(
     delays = retry_delays()
     for attempt in range(len(delays) + 1):
         try:
-            result = await _run_guarded(fn, *args, **kwargs)
+            result = await _runner()(fn, *args, **kwargs)
         except RETRYABLE as exc:
             if attempt == len(delays):
                 _log_unavailable(op, attempt + 1, exc)

@@ -97,3 +97,11 @@ def session_detach(
             duration_s=duration_s,
             instance=instance[:128],
         )
+
+
+def session_mark_idle(*, session_id: str) -> bool:
+    """Mark an active session idle once its cleanup has run; True if it changed."""
+    changed = ChatSession.objects.filter(
+        pk=session_id, status=ChatSession.Status.ACTIVE
+    ).update(status=ChatSession.Status.IDLE, last_seen_at=timezone.now())
+    return bool(changed)

@@ -1,10 +1,15 @@
 """Health endpoints (PROTOCOL.md §1)."""
 
+import ipaddress
 import time
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sessions_app import cleanup, metrics, presence
+from sessions_app.auth import api_user
 from sessions_app.health import readiness
 
 STARTED_AT = time.time()
@@ -30,3 +35,35 @@ async def readiness_view(request: HttpRequest) -> JsonResponse:
 async def api_health(request: HttpRequest) -> JsonResponse:
     """GET /api/health: a plain liveness answer for API clients."""
     return JsonResponse({"status": "ok", "message": "Emergence is running"})
+
+
+def _metrics_client_allowed(request: HttpRequest) -> bool:
+    networks = settings.METRICS_ALLOWED_NETWORKS
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def prometheus_metrics(request: HttpRequest) -> HttpResponse:
+    """GET /metrics: this process's Prometheus figures (scraper networks only)."""
+    if not _metrics_client_allowed(request):
+        return JsonResponse({"error": "forbidden"}, status=403)
+    metrics.ACTIVE_SOCKETS.set(presence.local_socket_count())
+    metrics.PRESENCE_SIZE.set(presence.local_socket_count())
+    metrics.PENDING_CLEANUPS.set(cleanup.pending_count())
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+async def ws_metrics_view(request: HttpRequest) -> JsonResponse:
+    """GET /ws-metrics: shared disconnect figures, staff only."""
+    user = await sync_to_async(api_user)(request)
+    if user is None:
+        return JsonResponse({"error": "authentication required"}, status=401)
+    if not user.is_staff:
+        return JsonResponse({"error": "staff only"}, status=403)
+    figures = await metrics.ws_metrics()
+    return JsonResponse({"status": "ok", "metrics": figures})

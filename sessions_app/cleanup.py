@@ -1,0 +1,143 @@
+"""Grace-period cleanup after a disconnect, scheduled on the event loop.
+
+Not a sleep inside disconnect() (Daphne cancels the app after
+--application-close-timeout) and not a thread: a loop timer per detach, cheap enough
+for thousands pending. The decision is made from shared markers (presence.py), so a
+reconnect on any instance cancels it.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from chat.protocol import thread_group
+from sessions_app import metrics
+from sessions_app.db import DatabaseUnavailable, db_call
+from sessions_app.presence import store
+from sessions_app.services import session_mark_idle
+
+logger = logging.getLogger(__name__)
+
+_pending: set[asyncio.TimerHandle] = set()
+_running: set[asyncio.Task] = set()
+
+
+@dataclass(frozen=True)
+class Detach:
+    """One closed socket whose cleanup waits for the grace period."""
+
+    session_id: str
+    user: str
+    thread_id: str
+    marker: str
+
+    def fields(self, event: str) -> dict:
+        return {
+            "event": event,
+            "session_id": self.session_id,
+            "user": self.user,
+            "thread_id": self.thread_id,
+            "instance": settings.INSTANCE_ID,
+        }
+
+
+def schedule(detach: Detach) -> None:
+    """Log user_detach_delay_start and fire the cleanup after the grace period."""
+    grace = settings.WS_CLEANUP_GRACE_SECONDS
+    logger.info(
+        "user_detach_delay_start session_id=%s user=%s thread_id=%s grace_s=%s",
+        detach.session_id,
+        detach.user,
+        detach.thread_id,
+        grace,
+        extra={**detach.fields("user_detach_delay_start"), "grace_s": grace},
+    )
+    loop = asyncio.get_running_loop()
+    handle: asyncio.TimerHandle | None = None
+
+    def fire() -> None:
+        _pending.discard(handle)
+        task = loop.create_task(run(detach))
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+
+    handle = loop.call_later(grace, fire)
+    _pending.add(handle)
+
+
+def pending_count() -> int:
+    """Cleanups waiting for their grace period in this process."""
+    return len(_pending) + len(_running)
+
+
+async def run(detach: Detach) -> None:
+    """Decide from the shared markers: cancelled, or execute (idle, leave)."""
+    try:
+        outcome = await store().detach_finish(
+            detach.thread_id, detach.user, detach.session_id, detach.marker
+        )
+    except Exception:
+        # Redis away: the reaper finishes this once presence has expired.
+        logger.warning(
+            "user_detach_deferred session_id=%s (shared state unavailable)",
+            detach.session_id,
+            exc_info=True,
+            extra=detach.fields("user_detach_deferred"),
+        )
+        return
+    if outcome.session_executed:
+        logger.info(
+            "user_detach_executing session_id=%s user=%s thread_id=%s left=%s",
+            detach.session_id,
+            detach.user,
+            detach.thread_id,
+            outcome.user_left,
+            extra={**detach.fields("user_detach_executing"), "left": outcome.user_left},
+        )
+        metrics.CLEANUPS.labels(result="executed").inc()
+        try:
+            await db_call(
+                session_mark_idle, session_id=detach.session_id, op="session_mark_idle"
+            )
+        except DatabaseUnavailable:
+            pass  # logged by the retry helper; the reaper marks it idle later
+    else:
+        logger.info(
+            "user_detach_cancelled session_id=%s user=%s thread_id=%s",
+            detach.session_id,
+            detach.user,
+            detach.thread_id,
+            extra={
+                **detach.fields("user_detach_cancelled"),
+                "left": outcome.user_left,
+            },
+        )
+        metrics.CLEANUPS.labels(result="cancelled").inc()
+    if outcome.user_left:
+        await broadcast_presence(detach.thread_id, leaves=[detach.user])
+
+
+async def broadcast_presence(
+    thread_id: str, *, joins: list[str] | None = None, leaves: list[str] | None = None
+) -> None:
+    """Send a presence frame to every socket of the thread, on every instance."""
+    try:
+        await get_channel_layer().group_send(
+            thread_group(thread_id),
+            {
+                "type": "presence",
+                "thread_id": thread_id,
+                "joins": joins or [],
+                "leaves": leaves or [],
+            },
+        )
+    except Exception:
+        logger.warning(
+            "presence_broadcast_failed thread_id=%s",
+            thread_id,
+            exc_info=True,
+            extra={"event": "presence_broadcast_failed", "thread_id": thread_id},
+        )

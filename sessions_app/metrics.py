@@ -1,0 +1,180 @@
+"""Disconnect metrics shared by every instance (Redis) and Prometheus collectors.
+
+Shared figures live in Redis with TTLs and capped sorted sets, so /ws-metrics answers
+the same on every instance and stays bounded in memory. Prometheus collectors are per
+process: each Daphne exposes its own /metrics.
+"""
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from django.conf import settings
+from prometheus_client import Counter, Gauge, Histogram
+
+from sessions_app import shared
+
+logger = logging.getLogger(__name__)
+
+# --- Prometheus (per process) ---------------------------------------------------------
+ACTIVE_SOCKETS = Gauge("emergence_ws_active_sockets", "Open WebSockets in this process")
+CONNECTS = Counter(
+    "emergence_ws_connects_total",
+    "WebSocket connects by outcome (accepted, or the refusal close code)",
+    ["outcome"],
+)
+DISCONNECTS = Counter(
+    "emergence_ws_disconnects_total", "WebSocket closes by reason name", ["reason"]
+)
+DB_RECONNECTS = Counter(
+    "emergence_db_reconnect_attempts_total",
+    "Database retries by result (lost, reconnected, unavailable)",
+    ["result"],
+)
+CLEANUPS = Counter(
+    "emergence_detach_cleanups_total", "Grace-period cleanups by result", ["result"]
+)
+REPLAYED = Counter("emergence_replayed_messages_total", "chat.message frames replayed")
+MESSAGE_LATENCY = Histogram(
+    "emergence_message_handling_seconds",
+    "Time from a client's chat.message to its ack",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+PRESENCE_SIZE = Gauge(
+    "emergence_presence_local_sockets", "Sockets this process keeps alive in presence"
+)
+PENDING_CLEANUPS = Gauge(
+    "emergence_detach_pending", "Grace-period cleanups pending in this process"
+)
+
+# --- Shared disconnect figures ----------------------------------------------------------
+TOP_N = 10
+TRACKED_USERS_CAP = 10_000
+METRICS_TTL_S = 7 * 24 * 3600
+
+# Embedded mode only (no REDIS_URL): one process, so these dicts are the whole truth.
+_local_reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+_local_last: dict[str, float] = {}
+_local_abnormal: dict[str, list[float]] = defaultdict(list)
+
+_SHARED_ERRORS = (aioredis.RedisError, OSError, asyncio.TimeoutError)
+
+
+def _k(*parts: str) -> str:
+    return shared.key("m", *parts)
+
+
+async def record_disconnect(username: str, reason: str, *, abnormal: bool) -> int:
+    """Count a close of the user; return abnormal closes within the window (0 if not)."""
+    now = time.time()
+    window = settings.WS_FREQUENT_WINDOW_SECONDS
+    client = shared.redis_client()
+    if client is None:
+        _local_reasons[username][reason] += 1
+        _local_last[username] = now
+        if not abnormal:
+            return 0
+        times = [t for t in _local_abnormal[username] if t > now - window] + [now]
+        _local_abnormal[username] = times
+        return len(times)
+    try:
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.hincrby(_k("reasons", username), reason, 1)
+            pipe.expire(_k("reasons", username), METRICS_TTL_S)
+            pipe.zincrby(_k("total"), 1, username)
+            pipe.zadd(_k("last"), {username: now})
+            # Bounded: keep the most active / most recent users only.
+            pipe.zremrangebyrank(_k("total"), 0, -TRACKED_USERS_CAP - 1)
+            pipe.zremrangebyrank(_k("last"), 0, -TRACKED_USERS_CAP - 1)
+            if abnormal:
+                ak = _k("abnormal", username)
+                pipe.zadd(ak, {f"{now:.6f}": now})
+                pipe.zremrangebyscore(ak, 0, now - window)
+                pipe.zcard(ak)
+                pipe.expire(ak, int(window) + 1)
+            results = await asyncio.wait_for(pipe.execute(), shared.SHARED_TIMEOUT_S)
+        if not abnormal:
+            return 0
+        count = int(results[-2])
+        if count >= settings.WS_FREQUENT_DISCONNECTS:
+            await client.zadd(_k("frequent"), {username: now})
+        return count
+    except _SHARED_ERRORS:
+        # Shared counters are best effort; readiness reports Redis being down.
+        logger.debug("record_disconnect: shared state unavailable", exc_info=True)
+        return 0
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat()
+
+
+async def ws_metrics(*, user: str | None = None) -> dict[str, Any]:
+    """The /ws-metrics figures, identical whichever instance computes them."""
+    now = time.time()
+    window = settings.WS_FREQUENT_WINDOW_SECONDS
+    threshold = settings.WS_FREQUENT_DISCONNECTS
+    client = shared.redis_client()
+    if client is None:
+        totals = {u: sum(r.values()) for u, r in _local_reasons.items()}
+        reasons = {u: dict(r) for u, r in _local_reasons.items()}
+        last = dict(_local_last)
+        frequent = [
+            u
+            for u, times in _local_abnormal.items()
+            if sum(1 for t in times if t > now - window) >= threshold
+        ]
+    else:
+        total_pairs = await client.zrevrange(_k("total"), 0, -1, withscores=True)
+        totals = {u.decode(): int(s) for u, s in total_pairs}
+        names = [user] if user else list(totals)
+        async with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(_k("reasons", name))
+            raw_reasons = await pipe.execute()
+        reasons = {
+            name: {k.decode(): int(v) for k, v in r.items()}
+            for name, r in zip(names, raw_reasons, strict=True)
+            if r
+        }
+        last = {
+            u.decode(): s
+            for u, s in await client.zrange(_k("last"), 0, -1, withscores=True)
+        }
+        frequent = []
+        for raw in await client.zrangebyscore(_k("frequent"), now - window, "+inf"):
+            name = raw.decode()
+            count = await client.zcount(_k("abnormal", name), now - window, "+inf")
+            if count >= threshold:
+                frequent.append(name)
+        await client.zremrangebyscore(_k("frequent"), 0, now - window)
+    if user:
+        totals = {u: c for u, c in totals.items() if u == user}
+        reasons = {u: r for u, r in reasons.items() if u == user}
+        last = {u: t for u, t in last.items() if u == user}
+        frequent = [u for u in frequent if u == user]
+    top = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:TOP_N]
+    return {
+        "total_users_tracked": len(totals),
+        "top_disconnects": [[u, c] for u, c in top],
+        "all_reasons": dict(sorted(reasons.items())),
+        "last_disconnect": {u: _iso(t) for u, t in sorted(last.items())},
+        "frequent_disconnectors": sorted(frequent),
+    }
+
+
+async def ws_metrics_reset() -> None:
+    """Forget every shared disconnect figure."""
+    client = shared.redis_client()
+    if client is None:
+        _local_reasons.clear()
+        _local_last.clear()
+        _local_abnormal.clear()
+        return
+    keys = [k async for k in client.scan_iter(match=_k("*"), count=1000)]
+    if keys:
+        await client.delete(*keys)

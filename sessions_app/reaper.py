@@ -1,0 +1,72 @@
+"""Finish the cleanups of instances that died: sessions left active, presence left on."""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from sessions_app.cleanup import broadcast_presence
+from sessions_app.db import db_call
+from sessions_app.presence import store
+from sessions_app.selectors import active_session_ids
+from sessions_app.services import session_mark_idle
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReapResult:
+    """What a sweep did (or, with dry_run, would do)."""
+
+    sessions_idled: list[str] = field(default_factory=list)
+    presence_left: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def reap(*, dry_run: bool = False) -> ReapResult:
+    """Mark active sessions idle whose sockets are gone; broadcast leaves owed."""
+    result = ReapResult()
+    presence = store()
+    result.presence_left = await presence.reap_users(dry_run=dry_run)
+    for thread_id, user in result.presence_left:
+        if not dry_run:
+            await broadcast_presence(thread_id, leaves=[user])
+    session_ids = await db_call(active_session_ids, op="active_session_ids")
+    for session_id in session_ids:
+        if await presence.session_reapable(session_id, dry_run=dry_run):
+            result.sessions_idled.append(session_id)
+            if not dry_run:
+                await db_call(session_mark_idle, session_id=session_id, op="reap_idle")
+    if not dry_run and (result.sessions_idled or result.presence_left):
+        logger.info(
+            "sessions_reaped sessions=%d presence_leaves=%d",
+            len(result.sessions_idled),
+            len(result.presence_left),
+            extra={
+                "event": "sessions_reaped",
+                "sessions": len(result.sessions_idled),
+                "presence_leaves": len(result.presence_left),
+            },
+        )
+    return result
+
+
+_sweeper: "asyncio.Task | None" = None
+
+
+def ensure_sweeper() -> None:
+    """Start this process's periodic sweep if REAPER_INTERVAL_SECONDS is set."""
+    global _sweeper
+    interval = settings.REAPER_INTERVAL_SECONDS
+    if interval <= 0 or (_sweeper is not None and not _sweeper.done()):
+        return
+    _sweeper = asyncio.get_running_loop().create_task(_sweep_forever(interval))
+
+
+async def _sweep_forever(interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await reap()
+        except Exception:
+            logger.warning("reaper_sweep_failed", exc_info=True, extra={"event": "reaper_sweep_failed"})
