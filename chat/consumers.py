@@ -27,6 +27,11 @@ try:  # Other ASGI servers signal a vanished client with their own exceptions.
 except ImportError:  # pragma: no cover
     _WsClosed = OSError
 CLIENT_GONE = (OSError, _WsClosed)
+try:  # Daphne (autobahn) refuses to send once the closing handshake has begun.
+    from autobahn.exception import Disconnected as _AutobahnDisconnected
+except ImportError:  # pragma: no cover
+    _AutobahnDisconnected = _WsClosed
+CLIENT_CLOSING = (_AutobahnDisconnected,)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -124,6 +129,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await super().dispatch(message)
         except (StopConsumer, asyncio.CancelledError):
             raise
+        except CLIENT_CLOSING:
+            # The client closed (or dropped) while we were sending: nothing more can
+            # reach it, and Daphne delivers websocket.disconnect with the client's
+            # own close code next, which finishes the socket. Not a fault.
+            return
         except CLIENT_GONE:
             # The client vanished while we were sending: a disconnect, not a fault.
             await self.finish(protocol.ABNORMAL)

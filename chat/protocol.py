@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -131,6 +132,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _storable(value: str) -> bool:
+    """Text PostgreSQL can store: no NUL character, no lone surrogate."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_frame(text: str) -> Frame:
     """Parse and validate one client text frame; FrameError names what is wrong."""
     try:
@@ -146,7 +158,8 @@ def parse_frame(text: str) -> Frame:
         return _parse_chat_message(data)
     if kind == "ping":
         ts = data.get("ts")
-        if not (_is_int(ts) or isinstance(ts, float)):
+        if not (_is_int(ts) or (isinstance(ts, float) and math.isfinite(ts))):
+            # json.loads admits NaN and Infinity, which are not JSON: never echo them.
             raise FrameError("bad_frame", "field 'ts' must be a number")
         return PingFrame(ts)
     if kind == "resume":
@@ -166,6 +179,10 @@ def _parse_chat_message(data: dict[str, Any]) -> ChatMessageFrame:
         raise FrameError("bad_frame", "field 'text' must be a non-empty string")
     if len(text) > MAX_TEXT:
         raise FrameError("too_long", f"text is longer than {MAX_TEXT} characters")
+    # Refused here, not by PostgreSQL: a NUL or a lone surrogate would otherwise
+    # reach the INSERT and end the socket with 1011 and an ERROR traceback.
+    if not _storable(client_id) or not _storable(text):
+        raise FrameError("bad_frame", "fields 'id' and 'text' must be valid text")
     return ChatMessageFrame(client_id, text)
 
 

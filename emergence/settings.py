@@ -17,7 +17,9 @@ TESTING = "pytest" in sys.modules or env.bool("TESTING", default=False)
 
 # No secret default outside DEBUG (and the test run, which is DEBUG-like).
 if DEBUG or TESTING:
-    SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-only-key-change-me-0123456789abcdef")
+    SECRET_KEY = env.str(
+        "SECRET_KEY", default="insecure-dev-only-key-change-me-0123456789abcdef"
+    )
 else:
     SECRET_KEY = env.str("SECRET_KEY")
 
@@ -85,9 +87,12 @@ else:
     REDIS_URL = env.str("REDIS_URL", default="")
 DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
 _db = DATABASES["default"]
-# Health checks: a connection is tested before reuse, so a restarted PostgreSQL or a
-# terminated backend costs no failed request. With the pool this becomes the pool's
-# `check` (ConnectionPool.check_connection on every checkout).
+# Health checks: a connection is tested before reuse. With the pool this becomes the
+# pool's `check` (ConnectionPool.check_connection on every checkout): a terminated
+# backend is discarded instead of failing a query. psycopg_pool then backs off ~1 s
+# before its next try, longer than DB_POOL_TIMEOUT, so the request that meets it is
+# retried once by our helper (db_connection_lost, db_reconnected attempt 2, ~1.5 s
+# late) and succeeds: measured in tests/faults/test_database.py.
 _db["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
 DB_POOL = env.bool("DB_POOL", default=True)
 if _db["ENGINE"] == "django.db.backends.postgresql" and DB_POOL:
@@ -124,7 +129,18 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, exactly
+                # channels_redis' BZPOPMIN block (5 s): every channel idle for 5 s
+                # then raised TimeoutError and killed its socket with 1011. Reads
+                # must outlast the blocking pop.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": env.float(
+                            "CHANNEL_LAYER_SOCKET_TIMEOUT", default=15.0
+                        ),
+                    }
+                ],
                 "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=1000),
                 "expiry": 60,
                 "group_expiry": 86400,
@@ -170,7 +186,13 @@ METRICS_ALLOWED_NETWORKS = [
     ipaddress.ip_network(n)
     for n in env.list(
         "METRICS_ALLOWED_NETWORKS",
-        default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+        default=[
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+        ],
     )
 ]
 

@@ -2,9 +2,9 @@
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 from django.db import connection
@@ -13,6 +13,13 @@ from sessions_app.db import db_ping
 from sessions_app.shared import redis_client
 
 PROBE_TIMEOUT_S = 1.5
+# Blocking probes run in pools of their own, not through sync_to_async: asgiref
+# waits for the thread even after a cancellation, so a hung dependency would hold
+# the answer for as long as its socket timeout (or for ever). A plain executor future
+# is abandoned at the timeout, and a hung probe ties up only its own dependency's
+# pool, never db_call's threads or the other probe.
+_DB_PROBES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readiness-db")
+_CACHE_PROBES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readiness-cache")
 
 
 def _db_probe() -> None:
@@ -54,11 +61,19 @@ async def _timed(probe) -> dict[str, Any]:
     return result
 
 
+def _in_thread(fn, executor: ThreadPoolExecutor):
+    """An async probe running the blocking `fn` in `executor`."""
+
+    async def probe() -> None:
+        await asyncio.get_running_loop().run_in_executor(executor, fn)
+
+    return probe
+
+
 async def readiness() -> dict[str, Any]:
     """Probe database, channel layer and cache at once; at most PROBE_TIMEOUT_S."""
-    # thread_sensitive=False: a hung probe must not hold the shared DB thread.
-    db = sync_to_async(_db_probe, thread_sensitive=False)
-    cache_probe = sync_to_async(_cache_probe, thread_sensitive=False)
+    db = _in_thread(_db_probe, _DB_PROBES)
+    cache_probe = _in_thread(_cache_probe, _CACHE_PROBES)
     database, layer, cache_result = await asyncio.gather(
         _timed(db), _timed(_channel_layer_probe), _timed(cache_probe)
     )

@@ -69,4 +69,8 @@ async def _sweep_forever(interval: float) -> None:
         try:
             await reap()
         except Exception:
-            logger.warning("reaper_sweep_failed", exc_info=True, extra={"event": "reaper_sweep_failed"})
+            logger.warning(
+                "reaper_sweep_failed",
+                exc_info=True,
+                extra={"event": "reaper_sweep_failed"},
+            )

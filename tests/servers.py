@@ -142,7 +142,9 @@ class DaphneProcess:
         self.stop(signal.SIGKILL)
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return (
+            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        )
 
     def records(self) -> list[dict[str, Any]]:
         """The JSON log records so far (lines that are not JSON are skipped)."""

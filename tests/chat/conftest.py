@@ -4,6 +4,11 @@ import logging
 
 import pytest
 
+from tests.sessions_app.conftest import (  # noqa: F401 - shared fixtures
+    db_outage,
+    fresh_channel_layer,
+)
+
 
 @pytest.fixture
 def log_events(caplog):
@@ -45,3 +50,9 @@ def post():
         ]
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    """PBKDF2's real cost is 0.3 s per user; these tests do not measure hashing."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -196,6 +196,31 @@ def test_id_of_65_characters_is_bad_frame():
     )
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        r'{"type": "chat.message", "id": "c", "text": "a\u0000b"}',
+        r'{"type": "chat.message", "id": "c\u0000", "text": "ab"}',
+        r'{"type": "chat.message", "id": "c", "text": "lone \ud800 surrogate"}',
+        r'{"type": "chat.message", "id": "\udfff", "text": "ab"}',
+    ],
+)
+def test_text_postgresql_cannot_store_is_bad_frame(raw):
+    # Not a database error (1011) later: refused while parsing.
+    assert refused(raw).code == "bad_frame"
+
+
+def test_surrogate_pairs_and_emoji_are_fine():
+    raw = r'{"type": "chat.message", "id": "c", "text": "\ud83d\ude00 ok"}'
+    assert parse_frame(raw).text == "\U0001f600 ok"
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_ping_ts_is_bad_frame(literal):
+    # json.loads accepts these, but a pong echoing them would not be JSON.
+    assert refused(f'{{"type": "ping", "ts": {literal}}}').code == "bad_frame"
+
+
 def test_bad_id_is_reported_before_too_long_text():
     error = refused(frame(type="chat.message", id="", text="a" * 5000))
     assert error.code == "bad_frame"

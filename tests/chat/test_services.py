@@ -3,7 +3,7 @@
 import threading
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import DataError, close_old_connections, connection
 
 from chat.models import Message, Thread
 from chat.services import (
@@ -102,7 +102,9 @@ def test_existing_thread_is_refused_and_kept(alice, bob):
 def test_create_over_a_thread_made_by_joining_is_refused(alice):
     thread_join(thread_id="main", user=alice)
     with pytest.raises(ThreadExists):
-        thread_create(thread_id="main", private=True, member_usernames=[], creator=alice)
+        thread_create(
+            thread_id="main", private=True, member_usernames=[], creator=alice
+        )
     assert Thread.objects.get(pk="main").private is False
 
 
@@ -188,7 +190,7 @@ def test_failed_insert_rolls_back_the_seq_bump(alice, make_thread):
     make_thread("room")
     message_create(thread_id="room", user=alice, client_id="c1", text="x")
     # A text the column refuses (NUL byte): the insert fails inside the transaction.
-    with pytest.raises(ValueError):
+    with pytest.raises(DataError):
         message_create(thread_id="room", user=alice, client_id="c2", text="bad\x00")
     assert Thread.objects.get(pk="room").last_seq == 1
     ok = message_create(thread_id="room", user=alice, client_id="c3", text="fine")

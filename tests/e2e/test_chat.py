@@ -7,7 +7,10 @@ talks to them with the `websockets` client, and reads their JSON logs.
 import asyncio
 import json
 import math
+import random
+import socket
 import statistics
+import string
 import time
 
 import pytest
@@ -137,6 +140,7 @@ async def test_resend_after_reconnect_is_a_duplicate(
     # A later message proves the resend's moment has passed at bob's socket.
     assert (await a2.chat("after"))["seq"] == 2
     await b.wait_seq(2)
+    await a2.wait_seq(2)
     assert [(f["seq"], f["id"]) for f in chat_frames(b)] == [
         (1, "only-once"),
         (2, "after"),
@@ -285,6 +289,19 @@ async def test_resume_frame_at_any_time(daphne, clients, alice, bob, token_for):
     await close_and_check(server, a, b, late)
 
 
+async def test_idle_socket_survives_silence(daphne, clients, alice, bob, token_for):
+    """A socket whose channel gets nothing for longer than the channel layer's
+    blocking read (5 s) stays open and keeps receiving."""
+    server = daphne("a")
+    a = await clients.open(server, "sess-alice", token_for(alice))
+    await asyncio.sleep(6.5)
+    assert not a.closed, a.close_code
+    b = await clients.open(server, "sess-bob", token_for(bob))
+    assert (await b.chat("after-silence"))["seq"] == 1
+    await a.wait_seq(1)
+    await close_and_check(server, a, b)
+
+
 # --- disconnect records ---------------------------------------------------------------
 
 
@@ -368,10 +385,67 @@ async def test_abort_while_the_server_is_sending(
     await close_and_check(server, a)
 
 
+async def test_close_while_the_server_is_still_sending(
+    daphne, clients, alice, bob, token_for
+):
+    """A client that stops reading and then closes: the server is left in the
+    closing handshake with frames still to send. Sends that fail then are the
+    client's doing (never ERROR); the close is logged once, with its own record."""
+    server = daphne("a", WS_RATE_LIMIT="1000")
+    a = await clients.open(server, "sess-alice", token_for(alice))
+    # A tiny receive buffer and no reading: the server's writes back up quickly.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    try:
+        sock.connect(("127.0.0.1", server.port))
+        stalled = await open_ws(
+            ws_url(server, "sess-stalled", thread_id="main"),
+            token_for(bob),
+            sock=sock,
+            compression=None,
+            max_queue=1,
+            close_timeout=3,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        text = "".join(random.choices(string.ascii_letters, k=4000))
+        for i in range(1, 501):
+            await a.say(f"fill-{i}", text)
+        await a.wait_ack("fill-500", timeout=30)
+        closing = asyncio.create_task(stalled.close(code=1000))
+        await asyncio.sleep(0.3)  # the close frame reaches the server
+        for i in range(1, 21):
+            await a.say(f"more-{i}", text)
+        await a.wait_ack("more-20", timeout=20)
+        await asyncio.wait_for(closing, 10)
+    finally:
+        stalled.transport.abort()
+    records = await wait_log(server, "ws_disconnect", session_id="sess-stalled")
+    assert [(r["code"], r["reason"], r["level"]) for r in records] == [
+        (1000, "normal_closure", "INFO")
+    ]
+    await close_and_check(server, a)
+
+
 # --- refusals -------------------------------------------------------------------------
 
 
-async def test_refusals_over_the_real_server(daphne, clients, alice, bob, token_for):
+@pytest.fixture
+def secret_room(alice):
+    """A private thread with alice as its only member."""
+    from chat.models import Thread
+
+    room = Thread.objects.create(id="secret", private=True, created_by=alice)
+    room.members.add(alice)
+    return room
+
+
+async def test_refusals_over_the_real_server(
+    daphne, clients, alice, bob, token_for, secret_room
+):
     server = daphne("a")
     owned = await clients.open(server, "sess-owned", token_for(alice))
     await owned.close()
@@ -384,6 +458,7 @@ async def test_refusals_over_the_real_server(daphne, clients, alice, bob, token_
         ("bad token", "sess-z", "not-a-jwt", {}, 4401),
         ("expired token", "sess-z", token_for(alice, ttl_seconds=-10), {}, 4401),
         ("other owner", "sess-owned", token_for(bob), {}, 4403),
+        ("not a member", "sess-p", token_for(bob), {"thread_id": "secret"}, 4403),
     ]
     for label, session_id, token, query, expected in cases:
         client = await clients.open(
@@ -422,6 +497,35 @@ async def test_refusals_over_the_real_server(daphne, clients, alice, bob, token_
     forbidden = await wait_log(server, "ws_disconnect", code=4403)
     assert forbidden[0]["user"] == "bob"
     assert forbidden[0]["session_id"] == "sess-owned"
+    assert_no_errors(server)
+
+
+async def test_policy_closes_reach_the_client(daphne, clients, alice, token_for):
+    """1009 and 1008 are sent for real through Daphne, logged at WARNING."""
+    server = daphne("a", WS_RATE_LIMIT="5", WS_RATE_LIMIT_CLOSE_AFTER="5")
+    big = await clients.open(server, "sess-big", token_for(alice))
+    await big.send(type="chat.message", id="big", text="z" * 70_000)
+    assert await big.wait_closed() == 1009
+    assert not big.of_type("ack")
+
+    flood = await clients.open(server, "sess-flood", token_for(alice))
+    for ts in range(40):
+        if flood.closed:
+            break
+        await flood.send(type="ping", ts=ts)
+    assert await flood.wait_closed() == 1008
+    refused = [f for f in flood.of_type("error") if f["code"] == "rate_limited"]
+    assert len(refused) == 5, flood.frames
+
+    expected = {
+        "sess-big": (1009, "message_too_big"),
+        "sess-flood": (1008, "policy_violation"),
+    }
+    for session_id, (code, reason) in expected.items():
+        records = await wait_log(server, "ws_disconnect", session_id=session_id)
+        assert [(r["code"], r["reason"], r["level"]) for r in records] == [
+            (code, reason, "WARNING")
+        ]
     assert_no_errors(server)
 
 

@@ -8,12 +8,15 @@ Every wait is bounded.
 import asyncio
 import contextlib
 import json
+import os
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import psycopg
+import redis
 import websockets
 from websockets.exceptions import ConnectionClosed
 
@@ -273,3 +276,39 @@ def append_figure(line: str) -> None:
     with out.open("a") as fh:
         fh.write(f"{stamp} {line}\n")
     print(f"\n[E2E FIGURE] {line}")
+
+
+def isolated_daphne(start: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """Wrap the `daphne` fixture: every Daphne of one test shares Redis key prefixes
+    (channel layer, shared state, cache) that no other test or test run uses.
+
+    The suite-wide prefix is swept by every test's setup (tests/conftest.py), so a
+    second pytest run on the same Redis would otherwise delete this test's channel
+    groups mid-test. The processes are stopped, then the keys deleted.
+    """
+    from django.conf import settings
+
+    prefix = f"emergence-e2e-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    started: list[Any] = []
+
+    def start_isolated(name: str = "a", **env: str) -> Any:
+        env = {
+            "CHANNEL_LAYER_PREFIX": prefix,
+            "SHARED_KEY_PREFIX": prefix,
+            "CACHE_KEY_PREFIX": prefix,
+            **env,
+        }
+        proc = start(name, **env)
+        started.append(proc)
+        return proc
+
+    yield start_isolated
+    for proc in started:
+        proc.stop()
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = list(client.scan_iter(f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -2,7 +2,14 @@
 
 import pytest
 
-from tests.e2e.wsclient import Clients
+from tests.e2e.wsclient import Clients, isolated_daphne
+
+
+@pytest.fixture
+def daphne(daphne):
+    """The shared `daphne` fixture, with Redis keys of this test's own (see
+    isolated_daphne): a concurrent test run cannot wipe our channel groups."""
+    yield from isolated_daphne(daphne)
 
 
 @pytest.fixture

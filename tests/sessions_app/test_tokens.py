@@ -44,7 +44,12 @@ def test_round_trip():
 
 
 def test_expired_token_is_refused():
-    assert tokens.token_user_id(tokens.token_issue(user_id=1, username="a", ttl_seconds=-1)) is None
+    assert (
+        tokens.token_user_id(
+            tokens.token_issue(user_id=1, username="a", ttl_seconds=-1)
+        )
+        is None
+    )
 
 
 def test_token_signed_with_another_secret_is_refused():

@@ -1,0 +1,188 @@
+"""sessions_app.services: session ownership, resume counting, connection events."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+
+from chat.models import Thread
+from chat.services import ThreadForbidden
+from sessions_app.models import ChatSession, ConnectionEvent
+from sessions_app.services import SessionForbidden, session_detach, session_ensure
+
+pytestmark = pytest.mark.django_db
+
+Kind = ConnectionEvent.Kind
+Status = ChatSession.Status
+
+
+def ensure(user, session_id="s1", thread_id="main", instance="inst-a"):
+    return session_ensure(
+        session_id=session_id, user=user, thread_id=thread_id, instance=instance
+    )
+
+
+def detach(user, generation, session_id="s1", thread_id="main", **extra):
+    fields = {
+        "code": 1000,
+        "reason": "normal_closure",
+        "duration_s": 1.25,
+        "instance": "inst-a",
+    }
+    fields.update(extra)
+    session_detach(
+        session_id=session_id,
+        user=user,
+        thread_id=thread_id,
+        generation=generation,
+        **fields,
+    )
+
+
+# --- session_ensure -----------------------------------------------------------------
+
+
+def test_first_connect_creates_the_session(alice):
+    opened = ensure(alice, thread_id="lobby")
+    assert (opened.resumed, opened.generation) == (False, 1)
+    session = ChatSession.objects.get(pk="s1")
+    assert session.owner == alice
+    assert session.thread_id == "lobby"
+    assert session.status == Status.ACTIVE
+    assert (session.connect_count, session.resumed_count) == (1, 0)
+    assert opened.session == session
+    assert Thread.objects.get(pk="lobby").private is False  # joined = created
+
+
+def test_first_connect_records_an_event(alice):
+    ensure(alice, thread_id="lobby", instance="inst-b")
+    (event,) = ConnectionEvent.objects.all()
+    assert event.kind == Kind.CONNECT
+    assert event.session_id == "s1"
+    assert event.session_key == "s1"
+    assert event.user == alice
+    assert event.thread_key == "lobby"
+    assert event.instance == "inst-b"
+    assert event.code is None
+
+
+def test_reconnect_resumes_and_counts(alice):
+    ensure(alice)
+    second = ensure(alice)
+    third = ensure(alice, thread_id="other")
+    assert (second.resumed, second.generation) == (True, 2)
+    assert (third.resumed, third.generation) == (True, 3)
+    session = ChatSession.objects.get(pk="s1")
+    assert (session.connect_count, session.resumed_count) == (3, 2)
+    assert session.thread_id == "other"
+    assert third.session.connect_count == 3
+    assert ConnectionEvent.objects.filter(kind=Kind.CONNECT).count() == 3
+
+
+def test_reconnect_reactivates_an_idle_session(alice):
+    first = ensure(alice)
+    detach(alice, first.generation)
+    assert ChatSession.objects.get(pk="s1").status == Status.IDLE
+    ensure(alice)
+    assert ChatSession.objects.get(pk="s1").status == Status.ACTIVE
+
+
+def test_sessions_are_independent(alice):
+    ensure(alice, session_id="s1")
+    other = ensure(alice, session_id="s2")
+    assert (other.resumed, other.generation) == (False, 1)
+
+
+def test_session_of_another_user_is_forbidden(alice, bob):
+    ensure(alice)
+    with pytest.raises(SessionForbidden):
+        ensure(bob)
+    session = ChatSession.objects.get(pk="s1")
+    assert session.owner == alice
+    assert session.connect_count == 1
+    assert ConnectionEvent.objects.count() == 1  # nothing recorded for bob
+
+
+def test_forbidden_session_does_not_create_the_thread(alice, bob):
+    ensure(alice)
+    with pytest.raises(SessionForbidden):
+        ensure(bob, thread_id="brand-new")
+    assert not Thread.objects.filter(pk="brand-new").exists()
+
+
+def test_private_thread_non_member_is_forbidden(alice, bob):
+    thread = Thread.objects.create(id="secret", private=True)
+    thread.members.add(alice)
+    with pytest.raises(ThreadForbidden):
+        ensure(bob, thread_id="secret")
+    assert not ChatSession.objects.exists()
+    assert not ConnectionEvent.objects.exists()
+    assert ensure(alice, session_id="s2", thread_id="secret").generation == 1
+
+
+# --- session_detach -----------------------------------------------------------------
+
+
+def test_detach_marks_idle_and_records_the_close(alice):
+    opened = ensure(alice)
+    before = ChatSession.objects.get(pk="s1").last_seen_at
+    detach(alice, opened.generation, code=4403, reason="forbidden", duration_s=2.5)
+    session = ChatSession.objects.get(pk="s1")
+    assert session.status == Status.IDLE
+    assert session.last_seen_at >= before
+    event = ConnectionEvent.objects.get(kind=Kind.DISCONNECT)
+    assert event.session_id == "s1"
+    assert event.session_key == "s1"
+    assert event.user == alice
+    assert event.thread_key == "main"
+    assert (event.code, event.reason, event.duration_s) == (4403, "forbidden", 2.5)
+    assert event.instance == "inst-a"
+
+
+def test_detach_of_an_older_socket_keeps_the_newer_one_active(alice):
+    old = ensure(alice)
+    new = ensure(alice)  # a second tab, or a reconnect that beat the close
+    detach(alice, old.generation)
+    assert ChatSession.objects.get(pk="s1").status == Status.ACTIVE
+    assert ConnectionEvent.objects.filter(kind=Kind.DISCONNECT).count() == 1
+    detach(alice, new.generation)
+    assert ChatSession.objects.get(pk="s1").status == Status.IDLE
+
+
+def test_detach_updates_last_seen(alice):
+    opened = ensure(alice)
+    stale = timezone.now() - timedelta(hours=1)
+    ChatSession.objects.filter(pk="s1").update(last_seen_at=stale)
+    detach(alice, opened.generation)
+    assert ChatSession.objects.get(pk="s1").last_seen_at > stale
+
+
+def test_detach_of_a_refused_socket_only_records_the_event(alice, bob):
+    ensure(alice)
+    # bob's socket was refused (4403) before it had a generation
+    detach(bob, None, code=4403, reason="forbidden")
+    session = ChatSession.objects.get(pk="s1")
+    assert session.status == Status.ACTIVE
+    event = ConnectionEvent.objects.get(kind=Kind.DISCONNECT)
+    assert event.session is None
+    assert event.session_key == "s1"
+    assert event.user == bob
+    assert event.code == 4403
+
+
+def test_detach_with_another_users_generation_does_not_touch_the_session(alice, bob):
+    opened = ensure(alice)
+    detach(bob, opened.generation, code=1000)
+    assert ChatSession.objects.get(pk="s1").status == Status.ACTIVE
+    assert ConnectionEvent.objects.get(kind=Kind.DISCONNECT).session is None
+
+
+def test_detach_of_an_anonymous_socket(db):
+    detach(
+        AnonymousUser(), None, session_id="x" * 80, code=4401, reason="unauthenticated"
+    )
+    event = ConnectionEvent.objects.get(kind=Kind.DISCONNECT)
+    assert event.user is None
+    assert event.session_key == "x" * 64
+    assert (event.code, event.reason) == (4401, "unauthenticated")
