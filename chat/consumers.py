@@ -15,10 +15,11 @@ from chat.protocol import Close, ConnectError, FrameError
 from chat.ratelimit import RefusalWindow, TokenBucket
 from chat.selectors import messages_between, replay_window
 from chat.services import ThreadForbidden, message_create
+from sessions_app import cleanup, metrics
 from sessions_app.db import DatabaseUnavailable, db_call
 from sessions_app.disconnects import log_disconnect
+from sessions_app.reaper import ensure_sweeper
 from sessions_app.services import SessionForbidden, session_detach, session_ensure
-from sessions_app.shared import abnormal_close_count
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.finished = False
         self.ready = False
         self.group: str | None = None
-        self.generation: int | None = None
+        self.attached = False
         self.last_sent_seq = 0
         self.bucket = TokenBucket(settings.WS_RATE_LIMIT, settings.WS_RATE_LIMIT * 2)
         self.refusals = RefusalWindow(settings.WS_RATE_LIMIT_CLOSE_AFTER)
@@ -82,9 +83,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self.refuse_db_unavailable()
         except (SessionForbidden, ThreadForbidden):
             return await self.refuse(Close.FORBIDDEN)
-        self.generation = opened.generation
         # Join before reading the thread's seq: anything committed later reaches us
-        # through the group, anything earlier through the replay; seq dedups the overlap.
+        # through the group, anything earlier through the replay; seq dedups overlaps.
         self.group = protocol.thread_group(self.params.thread_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         replay = await self.load_replay(self.params.last_seq)
@@ -104,6 +104,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
             }
         )
         await self.send_replay(replay)
+        present = await cleanup.socket_attached(
+            thread_id=self.params.thread_id,
+            user=user.get_username(),
+            session_id=self.params.session_id,
+            channel=self.channel_name,
+        )
+        self.attached = True
+        await self.send_json(
+            {
+                "type": "presence",
+                "thread_id": self.params.thread_id,
+                "joins": present,
+                "leaves": [],
+            }
+        )
+        metrics.CONNECTS.labels(outcome="accepted").inc()
+        ensure_sweeper()
         self.ready = True
 
     async def disconnect(self, code: int) -> None:
@@ -113,16 +130,37 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             await super().__call__(scope, receive, send)
         except asyncio.CancelledError:
-            # Daphne cancels us after --application-close-timeout or at shutdown.
+            # Daphne cancels every app at shutdown (SIGTERM), and any app that
+            # outlives --application-close-timeout after its disconnect.
             logger.info(
                 "ws_cancelled session_id=%s",
                 self.params.session_id if getattr(self, "params", None) else "",
                 extra={"event": "ws_cancelled"},
             )
             if not getattr(self, "finished", True):
-                self.finished = True
-                self.log_close(self.server_close_code or protocol.ABNORMAL)
+                await self.shutdown_close()
             raise
+
+    async def shutdown_close(self) -> None:
+        """Server going away: close 1012 so the client reconnects elsewhere at once."""
+        self.server_close_code = Close.SERVICE_RESTART
+        try:
+            await asyncio.wait_for(self.close(Close.SERVICE_RESTART), 1.0)
+        except Exception:  # the transport may already be gone; we are exiting anyway
+            logger.debug("close 1012 not sent", exc_info=True)
+        # Bounded: the process is exiting. No local timer: the shared detach marker
+        # lets another instance's sweep (or reap_sessions) finish the cleanup.
+        try:
+            await asyncio.wait_for(
+                self.finish(Close.SERVICE_RESTART, local_timer=False), 3.0
+            )
+        except (Exception, asyncio.CancelledError):
+            logger.warning(
+                "shutdown_cleanup_incomplete session_id=%s",
+                self.params.session_id if self.params else "",
+                exc_info=True,
+                extra={"event": "shutdown_cleanup_incomplete"},
+            )
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         try:
@@ -152,18 +190,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.finish(Close.SERVER_ERROR)
             raise StopConsumer() from None
 
-    async def finish(self, client_code: int | None) -> None:
-        """Once per socket: the ws_disconnect record, the group, the session, the event."""
+    async def finish(self, client_code: int | None, *, local_timer: bool = True) -> None:
+        """Once per socket: the record, metrics, group, presence, session, event."""
         if self.finished:
             return
         self.finished = True
         code = self.server_close_code or client_code or 1005
-        frequent = False
         username = self.username()
-        if code == protocol.ABNORMAL and username:
-            count = await abnormal_close_count(username)
+        reason, _ = protocol.reason_for(code)
+        frequent = False
+        if username:
+            count = await metrics.record_disconnect(
+                username, reason, abnormal=code == protocol.ABNORMAL
+            )
             frequent = count >= settings.WS_FREQUENT_DISCONNECTS
-        reason = self.log_close(code, frequent=frequent)
+        self.log_close(code, frequent=frequent)
+        metrics.DISCONNECTS.labels(reason=reason).inc()
+        if not self.attached and code != Close.SERVICE_RESTART:
+            metrics.CONNECTS.labels(outcome=str(code)).inc()
         if self.group:
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -178,22 +222,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 )
         if self.params is None or code == Close.TRY_AGAIN_LATER:
             return  # nothing to record, or the DB is known to be down
-        user = self.scope.get("user")
-        try:
+        if self.attached:
+            await cleanup.socket_detached(
+                thread_id=self.params.thread_id,
+                user=username,
+                session_id=self.params.session_id,
+                channel=self.channel_name,
+                local_timer=local_timer,
+            )
+        # On DatabaseUnavailable the retry helper has logged db_unavailable already.
+        with contextlib.suppress(DatabaseUnavailable):
             await db_call(
                 session_detach,
                 session_id=self.params.session_id,
-                user=user,
+                user=self.scope.get("user"),
                 thread_id=self.params.thread_id,
                 code=code,
                 reason=reason,
                 duration_s=round(time.monotonic() - self.opened_at, 3),
                 instance=settings.INSTANCE_ID,
-                generation=self.generation,
                 op="session_detach",
             )
-        except DatabaseUnavailable:
-            pass  # already logged as db_unavailable by the retry helper
 
     def username(self) -> str:
         """The authenticated user's name, or "" for a refused socket."""
@@ -256,6 +305,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_chat_message(self, frame: protocol.ChatMessageFrame) -> None:
         assert self.params is not None
+        started = time.perf_counter()
         try:
             result = await db_call(
                 message_create,
@@ -329,6 +379,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.send_message(protocol.message_frame(message))
         await self.send_message(event)
 
+    async def presence(self, event: dict[str, Any]) -> None:
+        """A join or leave in the thread (the joining socket got the full list)."""
+        if event.get("origin") == self.channel_name or self.server_close_code:
+            return
+        await self.send_json(
+            {
+                "type": "presence",
+                "thread_id": event["thread_id"],
+                "joins": event["joins"],
+                "leaves": event["leaves"],
+            }
+        )
+
     # --- helpers --------------------------------------------------------------------
 
     async def load_replay(self, after_seq: int | None) -> Any:
@@ -350,6 +413,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Send replayed frames, then treat everything up to the thread's seq as sent."""
         for message in replay.messages:
             await self.send_json(protocol.message_frame(message))
+        metrics.REPLAYED.inc(len(replay.messages))
         sent = replay.messages[-1].seq if replay.messages else 0
         self.last_sent_seq = max(self.last_sent_seq, replay.last_seq, sent)
 

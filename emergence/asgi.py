@@ -11,18 +11,20 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
-from emergence.daphne_close_codes import allow_registered_close_codes  # noqa: E402
+from emergence import daphne_compat  # noqa: E402
+from sessions_app.liveness import LivenessShortcut  # noqa: E402
 from sessions_app.middleware import (  # noqa: E402
     AllowedHostsOriginValidator,
     AuthMiddlewareStack,
 )
 
-# Daphne refuses close codes 1001-2999 (1008, 1009, 1011-1013 are in our table).
-allow_registered_close_codes()
+# Daphne refuses close codes 1001-2999 (1008, 1009, 1011-1013 are in our table),
+# and its SIGTERM handler crashed before cancelling any app (no 1012 drain).
+daphne_compat.apply()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": LivenessShortcut(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

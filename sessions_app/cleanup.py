@@ -7,6 +7,7 @@ reconnect on any instance cancels it.
 """
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat.protocol import thread_group
-from sessions_app import metrics
+from sessions_app import metrics, presence
 from sessions_app.db import DatabaseUnavailable, db_call
 from sessions_app.presence import store
 from sessions_app.services import session_mark_idle
@@ -98,12 +99,11 @@ async def run(detach: Detach) -> None:
             extra={**detach.fields("user_detach_executing"), "left": outcome.user_left},
         )
         metrics.CLEANUPS.labels(result="executed").inc()
-        try:
+        # On DatabaseUnavailable (logged by the retry helper) the reaper marks it idle.
+        with contextlib.suppress(DatabaseUnavailable):
             await db_call(
                 session_mark_idle, session_id=detach.session_id, op="session_mark_idle"
             )
-        except DatabaseUnavailable:
-            pass  # logged by the retry helper; the reaper marks it idle later
     else:
         logger.info(
             "user_detach_cancelled session_id=%s user=%s thread_id=%s",
@@ -121,9 +121,16 @@ async def run(detach: Detach) -> None:
 
 
 async def broadcast_presence(
-    thread_id: str, *, joins: list[str] | None = None, leaves: list[str] | None = None
+    thread_id: str,
+    *,
+    joins: list[str] | None = None,
+    leaves: list[str] | None = None,
+    origin: str = "",
 ) -> None:
-    """Send a presence frame to every socket of the thread, on every instance."""
+    """Send a presence frame to every socket of the thread, on every instance.
+
+    `origin` is the joining socket's channel: it gets the full list instead.
+    """
     try:
         await get_channel_layer().group_send(
             thread_group(thread_id),
@@ -132,6 +139,7 @@ async def broadcast_presence(
                 "thread_id": thread_id,
                 "joins": joins or [],
                 "leaves": leaves or [],
+                "origin": origin,
             },
         )
     except Exception:
@@ -141,3 +149,53 @@ async def broadcast_presence(
             exc_info=True,
             extra={"event": "presence_broadcast_failed", "thread_id": thread_id},
         )
+
+
+async def socket_attached(
+    *, thread_id: str, user: str, session_id: str, channel: str
+) -> list[str]:
+    """Enter presence; broadcast a join for the user's first socket; return who is here."""
+    presence.register_local(
+        channel, presence.LocalSocket(thread_id=thread_id, user=user, session_id=session_id)
+    )
+    try:
+        attached = await store().attach(thread_id, user, session_id, channel)
+    except Exception:
+        # Redis away: chat still works; presence catches up on the next attach.
+        logger.warning(
+            "presence_attach_failed thread_id=%s user=%s",
+            thread_id,
+            user,
+            exc_info=True,
+            extra={"event": "presence_attach_failed", "thread_id": thread_id},
+        )
+        return [user]
+    if attached.joined:
+        await broadcast_presence(thread_id, joins=[user], origin=channel)
+    return attached.present
+
+
+async def socket_detached(
+    *, thread_id: str, user: str, session_id: str, channel: str, local_timer: bool = True
+) -> None:
+    """Leave presence now and let the grace period decide (marker in Redis).
+
+    Without a local timer (this process is shutting down) the marker alone remains:
+    another instance's sweep, or `reap_sessions`, finishes the cleanup.
+    """
+    presence.unregister_local(channel)
+    detach = Detach(session_id, user, thread_id, presence.new_marker())
+    try:
+        await store().detach_start(
+            thread_id, user, session_id, channel, detach.marker
+        )
+    except Exception:
+        logger.warning(
+            "presence_detach_failed session_id=%s (the reaper finishes it)",
+            session_id,
+            exc_info=True,
+            extra=detach.fields("presence_detach_failed"),
+        )
+        return
+    if local_timer:
+        schedule(detach)

@@ -21,7 +21,6 @@ class SessionOpened:
 
     session: ChatSession
     resumed: bool
-    generation: int
 
 
 def session_ensure(
@@ -58,9 +57,7 @@ def session_ensure(
             kind=ConnectionEvent.Kind.CONNECT,
             instance=instance,
         )
-    return SessionOpened(
-        session=session, resumed=resumed, generation=session.connect_count
-    )
+    return SessionOpened(session=session, resumed=resumed)
 
 
 def session_detach(
@@ -72,24 +69,24 @@ def session_detach(
     reason: str,
     duration_s: float,
     instance: str,
-    generation: int | None,
 ) -> None:
-    """Record a socket's close; mark the session idle unless a newer socket opened it."""
-    now = timezone.now()
-    session = None
-    if generation is not None:
-        session = ChatSession.objects.filter(pk=session_id, owner=user).first()
+    """Record a socket's close (last seen, ConnectionEvent).
+
+    The session's status is not touched here: the grace-period cleanup marks it idle
+    once no socket of it came back on any instance (sessions_app/cleanup.py).
+    """
+    authenticated = getattr(user, "is_authenticated", False)
+    owned = (
+        ChatSession.objects.filter(pk=session_id, owner=user)
+        if authenticated
+        else ChatSession.objects.none()
+    )
     with transaction.atomic():
-        if session is not None:
-            ChatSession.objects.filter(pk=session_id).update(last_seen_at=now)
-            # A later connect (any instance) bumped connect_count: it owns the status now.
-            ChatSession.objects.filter(pk=session_id, connect_count=generation).update(
-                status=ChatSession.Status.IDLE
-            )
+        owned.update(last_seen_at=timezone.now())
         ConnectionEvent.objects.create(
-            session=session,
+            session=owned.first(),
             session_key=session_id[:64],
-            user=user if getattr(user, "is_authenticated", False) else None,
+            user=user if authenticated else None,
             thread_key=thread_id[:64],
             kind=ConnectionEvent.Kind.DISCONNECT,
             code=code,

@@ -1,7 +1,6 @@
 """Health endpoints (PROTOCOL.md §1)."""
 
 import ipaddress
-import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -11,19 +10,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sessions_app import cleanup, metrics, presence
 from sessions_app.auth import api_user
 from sessions_app.health import readiness
+from sessions_app.liveness import liveness_payload
 
-STARTED_AT = time.time()
 
 
 async def liveness(request: HttpRequest) -> JsonResponse:
-    """GET /health/liveness: the process answers; touches neither DB nor Redis."""
-    return JsonResponse(
-        {
-            "status": "alive",
-            "instance": settings.INSTANCE_ID,
-            "uptime_s": round(time.time() - STARTED_AT, 1),
-        }
-    )
+    """GET /health/liveness (under ASGI, sessions_app.liveness answers it first)."""
+    return JsonResponse(liveness_payload())
 
 
 async def readiness_view(request: HttpRequest) -> JsonResponse:

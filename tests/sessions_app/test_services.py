@@ -9,7 +9,12 @@ from django.utils import timezone
 from chat.models import Thread
 from chat.services import ThreadForbidden
 from sessions_app.models import ChatSession, ConnectionEvent
-from sessions_app.services import SessionForbidden, session_detach, session_ensure
+from sessions_app.services import (
+    SessionForbidden,
+    session_detach,
+    session_ensure,
+    session_mark_idle,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +28,7 @@ def ensure(user, session_id="s1", thread_id="main", instance="inst-a"):
     )
 
 
-def detach(user, generation, session_id="s1", thread_id="main", **extra):
+def detach(user, session_id="s1", thread_id="main", **extra):
     fields = {
         "code": 1000,
         "reason": "normal_closure",
@@ -35,7 +40,6 @@ def detach(user, generation, session_id="s1", thread_id="main", **extra):
         session_id=session_id,
         user=user,
         thread_id=thread_id,
-        generation=generation,
         **fields,
     )
 
@@ -45,7 +49,7 @@ def detach(user, generation, session_id="s1", thread_id="main", **extra):
 
 def test_first_connect_creates_the_session(alice):
     opened = ensure(alice, thread_id="lobby")
-    assert (opened.resumed, opened.generation) == (False, 1)
+    assert opened.resumed is False
     session = ChatSession.objects.get(pk="s1")
     assert session.owner == alice
     assert session.thread_id == "lobby"
@@ -71,8 +75,8 @@ def test_reconnect_resumes_and_counts(alice):
     ensure(alice)
     second = ensure(alice)
     third = ensure(alice, thread_id="other")
-    assert (second.resumed, second.generation) == (True, 2)
-    assert (third.resumed, third.generation) == (True, 3)
+    assert second.resumed is True
+    assert third.resumed is True
     session = ChatSession.objects.get(pk="s1")
     assert (session.connect_count, session.resumed_count) == (3, 2)
     assert session.thread_id == "other"
@@ -81,8 +85,9 @@ def test_reconnect_resumes_and_counts(alice):
 
 
 def test_reconnect_reactivates_an_idle_session(alice):
-    first = ensure(alice)
-    detach(alice, first.generation)
+    ensure(alice)
+    detach(alice)
+    assert session_mark_idle(session_id="s1") is True
     assert ChatSession.objects.get(pk="s1").status == Status.IDLE
     ensure(alice)
     assert ChatSession.objects.get(pk="s1").status == Status.ACTIVE
@@ -91,7 +96,7 @@ def test_reconnect_reactivates_an_idle_session(alice):
 def test_sessions_are_independent(alice):
     ensure(alice, session_id="s1")
     other = ensure(alice, session_id="s2")
-    assert (other.resumed, other.generation) == (False, 1)
+    assert other.resumed is False
 
 
 def test_session_of_another_user_is_forbidden(alice, bob):
@@ -118,18 +123,18 @@ def test_private_thread_non_member_is_forbidden(alice, bob):
         ensure(bob, thread_id="secret")
     assert not ChatSession.objects.exists()
     assert not ConnectionEvent.objects.exists()
-    assert ensure(alice, session_id="s2", thread_id="secret").generation == 1
+    assert ensure(alice, session_id="s2", thread_id="secret").resumed is False
 
 
 # --- session_detach -----------------------------------------------------------------
 
 
-def test_detach_marks_idle_and_records_the_close(alice):
-    opened = ensure(alice)
+def test_detach_records_the_close_and_leaves_the_status_to_the_cleanup(alice):
+    ensure(alice)
     before = ChatSession.objects.get(pk="s1").last_seen_at
-    detach(alice, opened.generation, code=4403, reason="forbidden", duration_s=2.5)
+    detach(alice, code=4403, reason="forbidden", duration_s=2.5)
     session = ChatSession.objects.get(pk="s1")
-    assert session.status == Status.IDLE
+    assert session.status == Status.ACTIVE  # the grace-period cleanup decides
     assert session.last_seen_at >= before
     event = ConnectionEvent.objects.get(kind=Kind.DISCONNECT)
     assert event.session_id == "s1"
@@ -140,28 +145,26 @@ def test_detach_marks_idle_and_records_the_close(alice):
     assert event.instance == "inst-a"
 
 
-def test_detach_of_an_older_socket_keeps_the_newer_one_active(alice):
-    old = ensure(alice)
-    new = ensure(alice)  # a second tab, or a reconnect that beat the close
-    detach(alice, old.generation)
-    assert ChatSession.objects.get(pk="s1").status == Status.ACTIVE
-    assert ConnectionEvent.objects.filter(kind=Kind.DISCONNECT).count() == 1
-    detach(alice, new.generation)
+def test_mark_idle_only_changes_an_active_session(alice):
+    ensure(alice)
+    assert session_mark_idle(session_id="s1") is True
+    assert session_mark_idle(session_id="s1") is False
+    assert session_mark_idle(session_id="nope") is False
     assert ChatSession.objects.get(pk="s1").status == Status.IDLE
 
 
 def test_detach_updates_last_seen(alice):
-    opened = ensure(alice)
+    ensure(alice)
     stale = timezone.now() - timedelta(hours=1)
     ChatSession.objects.filter(pk="s1").update(last_seen_at=stale)
-    detach(alice, opened.generation)
+    detach(alice)
     assert ChatSession.objects.get(pk="s1").last_seen_at > stale
 
 
 def test_detach_of_a_refused_socket_only_records_the_event(alice, bob):
     ensure(alice)
-    # bob's socket was refused (4403) before it had a generation
-    detach(bob, None, code=4403, reason="forbidden")
+    # bob's socket was refused (4403): the session is not his
+    detach(bob, code=4403, reason="forbidden")
     session = ChatSession.objects.get(pk="s1")
     assert session.status == Status.ACTIVE
     event = ConnectionEvent.objects.get(kind=Kind.DISCONNECT)
@@ -171,17 +174,18 @@ def test_detach_of_a_refused_socket_only_records_the_event(alice, bob):
     assert event.code == 4403
 
 
-def test_detach_with_another_users_generation_does_not_touch_the_session(alice, bob):
-    opened = ensure(alice)
-    detach(bob, opened.generation, code=1000)
+def test_detach_by_another_user_does_not_touch_the_session(alice, bob):
+    ensure(alice)
+    stale = timezone.now() - timedelta(hours=1)
+    ChatSession.objects.filter(pk="s1").update(last_seen_at=stale)
+    detach(bob, code=1000)
+    assert ChatSession.objects.get(pk="s1").last_seen_at == stale
     assert ChatSession.objects.get(pk="s1").status == Status.ACTIVE
     assert ConnectionEvent.objects.get(kind=Kind.DISCONNECT).session is None
 
 
 def test_detach_of_an_anonymous_socket(db):
-    detach(
-        AnonymousUser(), None, session_id="x" * 80, code=4401, reason="unauthenticated"
-    )
+    detach(AnonymousUser(), session_id="x" * 80, code=4401, reason="unauthenticated")
     event = ConnectionEvent.objects.get(kind=Kind.DISCONNECT)
     assert event.user is None
     assert event.session_key == "x" * 64
