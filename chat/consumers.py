@@ -9,6 +9,8 @@ from typing import Any
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat import protocol
 from chat.protocol import Close, ConnectError, FrameError
@@ -20,6 +22,7 @@ from sessions_app.db import DatabaseUnavailable, db_call
 from sessions_app.disconnects import log_disconnect
 from sessions_app.reaper import ensure_sweeper
 from sessions_app.services import SessionForbidden, session_detach, session_ensure
+from sessions_app.shared import traceback_unless_redis_down
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ try:  # Daphne (autobahn) refuses to send once the closing handshake has begun.
 except ImportError:  # pragma: no cover
     _AutobahnDisconnected = _WsClosed
 CLIENT_CLOSING = (_AutobahnDisconnected,)
+LAYER_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -46,6 +50,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.ready = False
         self.group: str | None = None
         self.attached = False
+        self.db_down = False
+        self.layer_down = False
         self.last_sent_seq = 0
         self.bucket = TokenBucket(settings.WS_RATE_LIMIT, settings.WS_RATE_LIMIT * 2)
         self.refusals = RefusalWindow(settings.WS_RATE_LIMIT_CLOSE_AFTER)
@@ -129,6 +135,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope, receive, send):
         try:
             await super().__call__(scope, receive, send)
+        except LAYER_ERRORS as exc:
+            # The channel layer's receive loop lost Redis (channels_redis#256,#406).
+            await self.layer_lost(exc)
         except asyncio.CancelledError:
             # Daphne cancels every app at shutdown (SIGTERM), and any app that
             # outlives --application-close-timeout after its disconnect.
@@ -167,6 +176,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await super().dispatch(message)
         except (StopConsumer, asyncio.CancelledError):
             raise
+        except LAYER_ERRORS as exc:
+            await self.layer_lost(exc)
+            raise StopConsumer() from None
         except CLIENT_CLOSING:
             # The client closed (or dropped) while we were sending: nothing more can
             # reach it, and Daphne delivers websocket.disconnect with the client's
@@ -190,7 +202,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.finish(Close.SERVER_ERROR)
             raise StopConsumer() from None
 
-    async def finish(self, client_code: int | None, *, local_timer: bool = True) -> None:
+    async def finish(
+        self, client_code: int | None, *, local_timer: bool = True
+    ) -> None:
         """Once per socket: the record, metrics, group, presence, session, event."""
         if self.finished:
             return
@@ -208,21 +222,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
         metrics.DISCONNECTS.labels(reason=reason).inc()
         if not self.attached and code != Close.SERVICE_RESTART:
             metrics.CONNECTS.labels(outcome=str(code)).inc()
-        if self.group:
+        if self.group and not self.layer_down:
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
-            except Exception:
+            except Exception as exc:
                 # The group entry expires by itself (group_expiry); Redis trouble is
                 # reported by readiness, not by every closing socket.
                 logger.warning(
-                    "group_discard_failed group=%s",
+                    "group_discard_failed group=%s error=%s",
                     self.group,
-                    exc_info=True,
+                    exc,
+                    exc_info=traceback_unless_redis_down(exc),
                     extra={"event": "group_discard_failed"},
                 )
-        if self.params is None or code == Close.TRY_AGAIN_LATER:
+        if self.params is None or self.db_down:
             return  # nothing to record, or the DB is known to be down
-        if self.attached:
+        if self.attached and not self.layer_down:
             await cleanup.socket_detached(
                 thread_id=self.params.thread_id,
                 user=username,
@@ -260,7 +275,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
             code=code,
             duration_s=time.monotonic() - self.opened_at,
             frequent=frequent,
+            by_server=self.server_close_code is not None,
         )
+
+    async def layer_lost(self, exc: Exception) -> None:
+        """Redis (channel layer) unreachable: close 1013, the client resumes later.
+
+        A WARNING without traceback: an infrastructure outage that readiness reports;
+        per-socket ERRORs would drown it. Group and presence entries expire by TTL.
+        """
+        logger.warning(
+            "channel_layer_unavailable session_id=%s error=%s",
+            self.params.session_id if getattr(self, "params", None) else "",
+            exc,
+            extra={"event": "channel_layer_unavailable"},
+        )
+        if not hasattr(self, "finished"):
+            return  # lost before websocket.connect: nothing was opened
+        self.layer_down = True
+        self.server_close_code = Close.TRY_AGAIN_LATER
+        with contextlib.suppress(*CLIENT_GONE, *CLIENT_CLOSING):
+            await self.close(Close.TRY_AGAIN_LATER)
+        await self.finish(Close.TRY_AGAIN_LATER)
 
     async def refuse(self, code: int) -> None:
         """Close an accepted socket with a refusal code."""
@@ -269,6 +305,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def refuse_db_unavailable(self) -> None:
         """The DB stayed down through every retry: error frame, then 1013."""
+        self.db_down = True
         await self.send_json(
             protocol.error_frame("db_unavailable", "database unavailable")
         )
@@ -346,13 +383,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Send a stored message to every socket of the thread, on every instance."""
         try:
             await self.channel_layer.group_send(self.group, frame)
-        except Exception:
+        except Exception as exc:
             # Stored is stored: receivers fill the gap by seq (next message or resume).
             logger.warning(
-                "broadcast_failed thread_id=%s seq=%s",
+                "broadcast_failed thread_id=%s seq=%s error=%s",
                 frame["thread_id"],
                 frame["seq"],
-                exc_info=True,
+                exc,
+                exc_info=traceback_unless_redis_down(exc),
                 extra={"event": "broadcast_failed"},
             )
 

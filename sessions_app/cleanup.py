@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat.protocol import thread_group
-from sessions_app import metrics, presence
+from sessions_app import metrics, presence, shared
 from sessions_app.db import DatabaseUnavailable, db_call
 from sessions_app.presence import store
 from sessions_app.services import session_mark_idle
@@ -80,12 +80,13 @@ async def run(detach: Detach) -> None:
         outcome = await store().detach_finish(
             detach.thread_id, detach.user, detach.session_id, detach.marker
         )
-    except Exception:
+    except Exception as exc:
         # Redis away: the reaper finishes this once presence has expired.
         logger.warning(
-            "user_detach_deferred session_id=%s (shared state unavailable)",
+            "user_detach_deferred session_id=%s (shared state unavailable: %s)",
             detach.session_id,
-            exc_info=True,
+            exc,
+            exc_info=shared.traceback_unless_redis_down(exc),
             extra=detach.fields("user_detach_deferred"),
         )
         return
@@ -142,11 +143,12 @@ async def broadcast_presence(
                 "origin": origin,
             },
         )
-    except Exception:
+    except Exception as exc:
         logger.warning(
-            "presence_broadcast_failed thread_id=%s",
+            "presence_broadcast_failed thread_id=%s error=%s",
             thread_id,
-            exc_info=True,
+            exc,
+            exc_info=shared.traceback_unless_redis_down(exc),
             extra={"event": "presence_broadcast_failed", "thread_id": thread_id},
         )
 
@@ -156,17 +158,19 @@ async def socket_attached(
 ) -> list[str]:
     """Enter presence; broadcast a join for the user's first socket; return who is here."""
     presence.register_local(
-        channel, presence.LocalSocket(thread_id=thread_id, user=user, session_id=session_id)
+        channel,
+        presence.LocalSocket(thread_id=thread_id, user=user, session_id=session_id),
     )
     try:
         attached = await store().attach(thread_id, user, session_id, channel)
-    except Exception:
+    except Exception as exc:
         # Redis away: chat still works; presence catches up on the next attach.
         logger.warning(
-            "presence_attach_failed thread_id=%s user=%s",
+            "presence_attach_failed thread_id=%s user=%s error=%s",
             thread_id,
             user,
-            exc_info=True,
+            exc,
+            exc_info=shared.traceback_unless_redis_down(exc),
             extra={"event": "presence_attach_failed", "thread_id": thread_id},
         )
         return [user]
@@ -176,7 +180,12 @@ async def socket_attached(
 
 
 async def socket_detached(
-    *, thread_id: str, user: str, session_id: str, channel: str, local_timer: bool = True
+    *,
+    thread_id: str,
+    user: str,
+    session_id: str,
+    channel: str,
+    local_timer: bool = True,
 ) -> None:
     """Leave presence now and let the grace period decide (marker in Redis).
 
@@ -186,14 +195,13 @@ async def socket_detached(
     presence.unregister_local(channel)
     detach = Detach(session_id, user, thread_id, presence.new_marker())
     try:
-        await store().detach_start(
-            thread_id, user, session_id, channel, detach.marker
-        )
-    except Exception:
+        await store().detach_start(thread_id, user, session_id, channel, detach.marker)
+    except Exception as exc:
         logger.warning(
-            "presence_detach_failed session_id=%s (the reaper finishes it)",
+            "presence_detach_failed session_id=%s error=%s (the reaper finishes it)",
             session_id,
-            exc_info=True,
+            exc,
+            exc_info=shared.traceback_unless_redis_down(exc),
             extra=detach.fields("presence_detach_failed"),
         )
         return

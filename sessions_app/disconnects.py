@@ -17,10 +17,15 @@ def log_disconnect(
     code: int,
     duration_s: float,
     frequent: bool = False,
+    by_server: bool = False,
 ) -> str:
     """Log the close at the level the table says; return its reason name."""
     reason, level = reason_for(code)
     if code == ABNORMAL and frequent:
+        level = logging.WARNING
+    if level >= logging.ERROR and not by_server:
+        # A client sending 1011 (websockets does when its handler raises) is the
+        # client's fault, never ours: PROTOCOL.md §3 says no ERROR for client closes.
         level = logging.WARNING
     logger.log(
         level,
@@ -42,6 +47,7 @@ def log_disconnect(
             "duration_s": round(duration_s, 3),
             "instance": settings.INSTANCE_ID,
             "frequent_disconnector": frequent,
+            "by_server": by_server,
         },
     )
     return reason

@@ -325,11 +325,12 @@ async def _heartbeat_loop() -> None:
             await asyncio.wait_for(
                 store().refresh(dict(_local_sockets)), settings.PRESENCE_REFRESH_SECONDS
             )
-        except Exception:
+        except Exception as exc:
             # Redis away: entries may lapse; reconnecting clients re-attach them.
             logger.warning(
-                "presence_refresh_failed sockets=%d",
+                "presence_refresh_failed sockets=%d error=%s",
                 len(_local_sockets),
-                exc_info=True,
+                exc,
+                exc_info=shared.traceback_unless_redis_down(exc),
                 extra={"event": "presence_refresh_failed"},
             )

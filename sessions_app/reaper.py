@@ -11,6 +11,7 @@ from sessions_app.db import db_call
 from sessions_app.presence import store
 from sessions_app.selectors import active_session_ids
 from sessions_app.services import session_mark_idle
+from sessions_app.shared import traceback_unless_redis_down
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +69,10 @@ async def _sweep_forever(interval: float) -> None:
         await asyncio.sleep(interval)
         try:
             await reap()
-        except Exception:
+        except Exception as exc:
             logger.warning(
-                "reaper_sweep_failed",
-                exc_info=True,
+                "reaper_sweep_failed error=%s",
+                exc,
+                exc_info=traceback_unless_redis_down(exc),
                 extra={"event": "reaper_sweep_failed"},
             )

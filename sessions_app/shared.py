@@ -5,7 +5,11 @@ import weakref
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+# Redis being away: expected, reported by readiness; logged without a traceback.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 SHARED_TIMEOUT_S = 2.0
 SHARED_POOL_WAIT_S = 5.0
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = (
@@ -29,6 +33,7 @@ def redis_client() -> aioredis.Redis | None:
             timeout=SHARED_POOL_WAIT_S,
             socket_timeout=SHARED_TIMEOUT_S,
             socket_connect_timeout=SHARED_TIMEOUT_S,
+            **settings.REDIS_RETRY_OPTIONS,
         )
         client = aioredis.Redis.from_pool(pool)
         _clients[loop] = client
@@ -38,3 +43,8 @@ def redis_client() -> aioredis.Redis | None:
 def key(*parts: str) -> str:
     """A namespaced Redis key."""
     return ":".join([settings.SHARED_KEY_PREFIX, *parts])
+
+
+def traceback_unless_redis_down(exc: BaseException) -> bool:
+    """exc_info for a log record: a traceback only for the unexpected."""
+    return not isinstance(exc, REDIS_DOWN)

@@ -39,7 +39,9 @@ def joins_of(client, user: str) -> list[dict]:
 
 
 async def session_status(session_id: str) -> str:
-    rows = await sql("SELECT status FROM sessions_app_chatsession WHERE id = %s", session_id)
+    rows = await sql(
+        "SELECT status FROM sessions_app_chatsession WHERE id = %s", session_id
+    )
     return rows[0][0]
 
 
@@ -234,6 +236,7 @@ async def test_killed_instance_is_reaped(daphne, clients, alice, bob, token_for)
         "WS_CLEANUP_GRACE_SECONDS": GRACE,
         "PRESENCE_TTL_SECONDS": "2",
         "PRESENCE_REFRESH_SECONDS": "0.5",
+        "REAPER_INTERVAL_SECONDS": "0",  # the command does it here (sweep: below)
     }
     a = daphne("a", **env)
     b = daphne("b", **env)
@@ -261,9 +264,7 @@ async def test_killed_instance_is_reaped(daphne, clients, alice, bob, token_for)
     assert out.returncode == 0, out.stderr
     assert "marked 3 session(s) idle" in out.stdout, out.stdout
     assert "broadcast 1 presence leave(s)" in out.stdout, out.stdout
-    rows = await sql(
-        "SELECT status FROM sessions_app_chatsession WHERE id LIKE 'v-%%'"
-    )
+    rows = await sql("SELECT status FROM sessions_app_chatsession WHERE id LIKE 'v-%%'")
     assert [status for (status,) in rows] == ["idle"] * 3
     await observer.wait(lambda: leaves_of(observer, "alice"), timeout=10)
 
@@ -297,3 +298,30 @@ async def test_liveness_stays_fast_while_300_sockets_abort(
         f"p99 {p99:.1f} ms, max {max(latencies):.1f} ms ({len(latencies)} probes)"
     )
     assert_no_errors(server)
+
+
+async def test_periodic_sweep_finishes_a_killed_instances_cleanups(
+    daphne, clients, alice, bob, token_for
+):
+    env = {
+        "WS_CLEANUP_GRACE_SECONDS": GRACE,
+        "PRESENCE_TTL_SECONDS": "2",
+        "PRESENCE_REFRESH_SECONDS": "0.5",
+        "REAPER_INTERVAL_SECONDS": "1",
+    }
+    a = daphne("a", **env)
+    b = daphne("b", **env)
+    observer = await clients.open(b, "s-bob", token_for(bob))
+    await clients.open(a, "v-0", token_for(alice))
+    await observer.wait(lambda: joins_of(observer, "alice"))
+    a.kill()
+    killed_at = time.monotonic()
+    await observer.wait(lambda: leaves_of(observer, "alice"), timeout=20)
+    await wait_log(b, "sessions_reaped", timeout=10)
+    rows = await sql("SELECT status FROM sessions_app_chatsession WHERE id = 'v-0'")
+    assert rows == [("idle",)]
+    append_figure(
+        f"kill -9: leave broadcast by another instance's sweep "
+        f"{time.monotonic() - killed_at:.1f}s after the kill (presence TTL 2 s)"
+    )
+    assert_no_errors(b)

@@ -1,0 +1,217 @@
+"""Redis (channel layer and shared state) restarted for real while sockets chat."""
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.e2e.wsclient import append_figure, assert_in_order_once, ws_url
+from tests.servers import free_port
+
+pytestmark = pytest.mark.faults
+
+
+class PrivateRedis:
+    """A redis-server of this test's own on a free loopback port: stop and start it."""
+
+    def __init__(self, workdir) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed"
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                ["redis-cli", "-p", str(self.port), "ping"],
+                capture_output=True,
+                text=True,
+            )
+            if probe.stdout.strip() == "PONG":
+                return
+            time.sleep(0.05)
+        raise RuntimeError("private redis did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+class Resuming:
+    """A client that reconnects after any close and resumes from the last seq seen."""
+
+    def __init__(self, server, session_id: str, token: str) -> None:
+        self.server, self.session_id, self.token = server, session_id, token
+        self.seqs: list[int] = []
+        self.closes: list[int] = []
+        self.stopped = False
+        self.task = asyncio.create_task(self.run())
+
+    async def run(self) -> None:
+        import websockets
+
+        while not self.stopped:
+            last = self.seqs[-1] if self.seqs else None
+            url = ws_url(self.server, self.session_id, thread_id="main", last_seq=last)
+            try:
+                async with websockets.connect(
+                    url,
+                    subprotocols=["jwt", self.token],
+                    proxy=None,
+                    open_timeout=5,
+                    ping_interval=None,
+                ) as ws:
+                    async for raw in ws:
+                        frame = json.loads(raw)
+                        if frame["type"] == "chat.message":
+                            self.seqs.append(frame["seq"])
+                    self.closes.append(ws.close_code)
+            except (ConnectionClosed, OSError, TimeoutError) as exc:
+                self.closes.append(getattr(getattr(exc, "rcvd", None), "code", -1))
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        self.stopped = True
+        self.task.cancel()
+        try:
+            await self.task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
+def readiness(server) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"{server.http}/health/readiness", timeout=5) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+async def test_redis_restart_loses_no_message(
+    daphne, private_redis, alice, bob, token_for
+):
+    env = {"REDIS_URL": private_redis.url, "WS_RATE_LIMIT": "1000"}
+    a = daphne("a", **env)
+    b = daphne("b", **env)
+    readers = [
+        Resuming(a, "r-a", token_for(alice)),
+        Resuming(b, "r-b", token_for(bob)),
+    ]
+    sender = Resuming(b, "sender", token_for(bob))
+    await asyncio.sleep(1.0)
+    total, acked = 60, set()
+
+    async def send_all() -> None:
+        """Send each message until acked, over reconnects (ids make resends safe)."""
+        import websockets
+
+        i = 0
+        while i < total:
+            try:
+                async with websockets.connect(
+                    ws_url(b, "writer", thread_id="main"),
+                    subprotocols=["jwt", token_for(bob)],
+                    proxy=None,
+                    open_timeout=5,
+                    ping_interval=None,
+                ) as ws:
+                    while i < total:
+                        await ws.send(
+                            json.dumps(
+                                {"type": "chat.message", "id": f"w{i}", "text": str(i)}
+                            )
+                        )
+                        while True:
+                            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                            if frame["type"] == "ack" and frame["id"] == f"w{i}":
+                                acked.add(i)
+                                i += 1
+                                break
+                        await asyncio.sleep(0.05)
+            except (ConnectionClosed, OSError, TimeoutError):
+                await asyncio.sleep(0.3)
+
+    sending = asyncio.create_task(send_all())
+    await asyncio.sleep(1.0)
+    private_redis.stop()
+    down_at = time.monotonic()
+    await asyncio.sleep(0.5)
+    status, report = await asyncio.to_thread(readiness, a)
+    assert status == 503
+    assert report["components"]["channel_layer"]["status"] == "down"
+    assert report["components"]["database"]["status"] == "up"
+    await asyncio.sleep(1.5)
+    private_redis.start()
+    up_at = time.monotonic()
+    await asyncio.wait_for(sending, 60)
+    sent_all_at = time.monotonic()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(
+        r.seqs and r.seqs[-1] >= total for r in readers
+    ):
+        await asyncio.sleep(0.1)
+    for reader in [*readers, sender]:
+        await reader.stop()
+    for reader in readers:
+        assert_in_order_once(reader.seqs, 1, total)
+        assert 1013 in reader.closes, reader.closes
+    status, _ = await asyncio.to_thread(readiness, a)
+    assert status == 200
+    append_figure(
+        f"redis restart: down {up_at - down_at:.1f}s, all {total} messages acked "
+        f"{sent_all_at - up_at:.1f}s after Redis was back, no loss, no duplicate"
+    )
+    for server in (a, b):
+        warnings = server.events("channel_layer_unavailable")
+        assert all(r["level"] == "WARNING" for r in warnings)
+        assert_no_errors_but_readiness(server)
+
+
+def assert_no_errors_but_readiness(server) -> None:
+    """No ERROR but Django's own record of the 503 readiness answers we asked for."""
+    errors = [
+        r
+        for r in server.records()
+        if r.get("level") in ("ERROR", "CRITICAL")
+        and not (r.get("logger") == "django.request" and "readiness" in r["message"])
+    ]
+    assert not errors, [r.get("exc_info", r["message"])[-1500:] for r in errors]
+    assert "Traceback" not in server.log_text()
