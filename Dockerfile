@@ -22,4 +22,10 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/health/liveness', timeout=2); sys.exit(0)"]
 # Migrations run as a one-off: docker run IMAGE python manage.py migrate
-CMD ["sh", "-c", "exec daphne -b 0.0.0.0 -p 8000 --ping-interval 20 --ping-timeout 60 --application-close-timeout 10 --websocket_connect_timeout 15 emergence.asgi:application"]
+# Daphne through emergence.server: its access log becomes JSON records like the rest.
+# Exec form: python is PID 1 and gets SIGTERM itself (the 1012 drain).
+# Behind a proxy that sets X-Forwarded-For/-Proto, add --proxy-headers (compose does).
+CMD ["python", "-m", "emergence.server", "-b", "0.0.0.0", "-p", "8000", \
+     "--ping-interval", "20", "--ping-timeout", "60", \
+     "--application-close-timeout", "10", "--websocket_connect_timeout", "15", \
+     "emergence.asgi:application"]

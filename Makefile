@@ -9,7 +9,7 @@ DAPHNE_FLAGS := --ping-interval 20 --ping-timeout 60 --application-close-timeout
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/emergence
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test lint format migrate demo-user clean venv
+.PHONY: run test test-py test-js lint format migrate demo-user clean venv
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,11 +27,24 @@ demo-user: migrate
 
 run: demo-user
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py collectstatic --noinput -v0
-	DEBUG=$${DEBUG:-1} exec $(BIN)/daphne -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS) \
-		emergence.asgi:application
+	DEBUG=$${DEBUG:-1} exec $(BIN)/python -m emergence.server -b $(HOST) -p $(PORT) \
+		$(DAPHNE_FLAGS) emergence.asgi:application
 
+# Both suites always run; the target fails when either of them failed.
 test: venv
+	@js=0; py=0; \
+	node --test tests/js/ || js=$$?; \
+	$(BIN)/pytest || py=$$?; \
+	if [ $$js -ne 0 ] || [ $$py -ne 0 ]; then \
+		echo "make test: FAILED (node --test exit $$js, pytest exit $$py)"; exit 1; \
+	fi
+
+test-py: venv
 	$(BIN)/pytest
+
+# The web client's pure logic (static/chat/app.js) under node's own test runner.
+test-js:
+	node --test tests/js/
 
 lint: venv
 	$(BIN)/ruff check .

@@ -365,6 +365,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "duplicate": result.duplicate,
             }
         )
+        metrics.MESSAGE_LATENCY.observe(time.perf_counter() - started)
 
     async def on_resume(self, frame: protocol.ResumeFrame) -> None:
         replay = await self.load_replay(frame.last_seq)
@@ -397,7 +398,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- group messages -------------------------------------------------------------
 
     async def chat_message(self, event: dict[str, Any]) -> None:
-        """A live message: deliver in seq order, exactly once, filling gaps from the DB."""
+        """A live message: in seq order, exactly once, gaps filled from the DB."""
         seq = event["seq"]
         if seq <= self.last_sent_seq or self.server_close_code:
             return
@@ -417,6 +418,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.send_message(protocol.message_frame(message))
         await self.send_message(event)
 
+    async def chat_sync(self, event: dict[str, Any]) -> None:
+        """Redis came back: send what the layer may have dropped, from the database."""
+        if not self.ready or self.server_close_code:
+            return
+        replay = await self.load_replay(self.last_sent_seq)
+        if replay is None:
+            return  # the DB is down too: closed with 1013, the client resumes
+        if not replay.recovered:
+            # Too many to push: the client resumes, then fetches over HTTP.
+            return await self.refuse(Close.TRY_AGAIN_LATER)
+        for message in replay.messages:
+            await self.send_message(protocol.message_frame(message))
+
     async def presence(self, event: dict[str, Any]) -> None:
         """A join or leave in the thread (the joining socket got the full list)."""
         if event.get("origin") == self.channel_name or self.server_close_code:
@@ -433,7 +447,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- helpers --------------------------------------------------------------------
 
     async def load_replay(self, after_seq: int | None) -> Any:
-        """The replay window, or None when the DB is down (the socket is then closed)."""
+        """The replay window, or None when the DB is down (the socket is closed)."""
         assert self.params is not None
         try:
             return await db_call(
@@ -448,7 +462,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return None
 
     async def send_replay(self, replay: Any) -> None:
-        """Send replayed frames, then treat everything up to the thread's seq as sent."""
+        """Send replayed frames; everything up to the thread's seq counts as sent."""
         for message in replay.messages:
             await self.send_json(protocol.message_frame(message))
         metrics.REPLAYED.inc(len(replay.messages))

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from chat.models import Message, Thread
 
@@ -63,4 +63,23 @@ def messages_between(*, thread_id: str, after_seq: int, upto_seq: int) -> list[M
         )
         .select_related("user")
         .order_by("seq")
+    )
+
+
+def messages_latest(*, thread_id: str, limit: int) -> list[Message]:
+    """The thread's newest `limit` messages, seq ascending (the chat page's history)."""
+    newest = (
+        Message.objects.filter(thread_id=thread_id)
+        .select_related("user")
+        .order_by("-seq")[:limit]
+    )
+    return list(reversed(newest))
+
+
+def threads_for_user(*, user: Any, limit: int) -> list[Thread]:
+    """Threads the user may open: every public one and their private ones, by id."""
+    return list(
+        Thread.objects.filter(Q(private=False) | Q(members=user))
+        .distinct()
+        .order_by("id")[:limit]
     )

@@ -27,7 +27,7 @@ class UnknownMembers(Exception):
 
 
 def thread_join(*, thread_id: str, user: Any) -> Thread:
-    """The thread the user may use, created as public on first use; else ThreadForbidden."""
+    """The thread, created public on first use; ThreadForbidden if private to others."""
     thread, _ = Thread.objects.get_or_create(pk=thread_id)
     if thread.private and not thread.members.filter(pk=user.pk).exists():
         raise ThreadForbidden(thread_id)

@@ -1,22 +1,33 @@
-"""JSON API: tokens, threads and message history (PROTOCOL.md §1)."""
+"""The chat page and the JSON API: tokens, threads, message history (PROTOCOL.md §1)."""
 
 import json
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import authenticate
-from django.http import HttpRequest, JsonResponse
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from chat import protocol
-from chat.selectors import messages_after, thread_get, thread_user_allowed
+from chat.selectors import (
+    messages_after,
+    messages_latest,
+    thread_get,
+    thread_user_allowed,
+    threads_for_user,
+)
 from chat.services import ThreadExists, UnknownMembers, thread_create
-from sessions_app import tokens
+from sessions_app import throttle, tokens
 from sessions_app.auth import api_user
 
 MAX_HISTORY_LIMIT = 500
 DEFAULT_HISTORY_LIMIT = 100
+PAGE_HISTORY = 50  # messages rendered into the chat page; the socket resumes after
+PAGE_THREADS = 100  # threads listed in the page's thread picker
 
 
 def _error(status: int, message: str) -> JsonResponse:
@@ -49,9 +60,21 @@ def token_create(request: HttpRequest) -> JsonResponse:
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
         return _error(400, "username and password must be strings")
+    address = throttle.client_address(request)
+    throttled = throttle.login_throttle_check(
+        username=username, address=address, endpoint="api_token"
+    )
+    if throttled is not None:
+        response = _error(429, "too many failed logins; try again later")
+        response["Retry-After"] = str(throttled.retry_after)
+        return response
     user = authenticate(request, username=username, password=password)
     if user is None:
+        throttle.login_failure_record(
+            username=username, address=address, endpoint="api_token"
+        )
         return _error(401, "invalid credentials")
+    throttle.login_success_record(username=username)
     token = tokens.token_issue(user_id=user.pk, username=user.get_username())
     return JsonResponse({"token": token, "expires_in": settings.JWT_TTL_SECONDS})
 
@@ -127,4 +150,37 @@ def thread_messages(request: HttpRequest, thread_id: str) -> JsonResponse:
             "messages": [protocol.message_frame(m) for m in messages],
             "last_seq": thread.last_seq,
         }
+    )
+
+
+@require_GET
+@login_required
+@never_cache
+def chat_page(request: HttpRequest) -> HttpResponse:
+    """GET /?thread=<id>: the web client, with the thread's newest messages inline.
+
+    A thread id that is malformed, or private without the user, gets no history;
+    the page still opens and the socket's close code (4400/4403) tells the user.
+    """
+    thread_id = request.GET.get("thread") or protocol.DEFAULT_THREAD
+    history: list[dict[str, Any]] = []
+    threads = {t.id for t in threads_for_user(user=request.user, limit=PAGE_THREADS)}
+    if protocol.SLUG_RE.match(thread_id):
+        thread = thread_get(thread_id=thread_id)
+        if thread is None:
+            threads.add(thread_id)  # created as a public thread on connect
+        elif thread_user_allowed(thread=thread, user=request.user):
+            threads.add(thread_id)
+            history = [
+                protocol.message_frame(m)
+                for m in messages_latest(thread_id=thread_id, limit=PAGE_HISTORY)
+            ]
+    return render(
+        request,
+        "chat/index.html",
+        {
+            "thread_id": thread_id[:100],
+            "threads": sorted(threads),
+            "history": history,
+        },
     )

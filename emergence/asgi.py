@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP to Django, WebSocket through origin check, auth and DB health."""
+"""ASGI entry point: HTTP to Django; WebSocket via origin check, auth, DB health."""
 
 import os
 

@@ -30,7 +30,7 @@ def apply() -> None:
 
 
 def cancel_applications_on_shutdown() -> None:
-    """Patch daphne's Server.kill_all_applications to skip connections without an app."""
+    """Patch Server.kill_all_applications: skip connections without an app."""
     try:
         from daphne.server import Server
     except ImportError:  # another ASGI server: nothing to patch

@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 import environ
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -124,33 +128,60 @@ DB_RETRY_DELAY = env.float("DB_RETRY_DELAY", default=0.5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer and cache -----------------------------------------------
-if REDIS_URL:
+# Reconnect-and-retry for the asyncio Redis clients (channel layer, shared state);
+# redis.asyncio needs its own Retry class: the sync one silently never retries.
+REDIS_RETRY_OPTIONS = {
+    "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+    "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    "health_check_interval": 10,
+}
+CHANNEL_LAYER_PREFIX = env.str(
+    "CHANNEL_LAYER_PREFIX", default="emergence-test" if TESTING else "emergence"
+)
+# Which channels_redis layer: "pubsub" (RedisPubSubChannelLayer, default) or "core"
+# (RedisChannelLayer). Why pubsub (bench/fanout.py, bench/RESULTS.md): a group send
+# is one PUBLISH per instance, not one list push per socket, so fan-out cost grows
+# with instances, not sockets (1,000 sockets: last receiver 325 ms vs 673 ms on this
+# box); and on a Redis restart its sockets stay open (core's receive loop dies, so
+# every socket is closed 1013 and resumes). Messages published during the outage
+# are filled in from the DB by seq (chat_sync after recovery, gap fill on the next
+# message). Both layers pass the whole suite (CHANNEL_LAYER=core make test).
+CHANNEL_LAYER_KIND = env.str("CHANNEL_LAYER", default="pubsub")
+_layer_host = {
+    "address": REDIS_URL,
+    # redis-py 8 reads with a 5 s socket timeout by default, exactly channels_redis'
+    # BZPOPMIN block (5 s): every channel idle for 5 s then raised TimeoutError and
+    # killed its socket with 1011. Reads must outlast the blocking pop.
+    "socket_timeout": env.float("CHANNEL_LAYER_SOCKET_TIMEOUT", default=15.0),
+    # redis-py 8 pools refuse past 100 connections ("Too many connections"): a
+    # storm of 300 closing sockets, each doing a group_discard, hit it.
+    "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=1000),
+    # After a Redis restart pooled connections are dead: retry a command on a fresh
+    # connection instead of failing it (channels_redis#256, #406). Duplicates are
+    # harmless: a socket drops any seq it has already sent.
+    **REDIS_RETRY_OPTIONS,
+}
+if REDIS_URL and CHANNEL_LAYER_KIND == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [_layer_host], "prefix": CHANNEL_LAYER_PREFIX},
+        }
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 reads with a 5 s socket timeout by default, exactly
-                # channels_redis' BZPOPMIN block (5 s): every channel idle for 5 s
-                # then raised TimeoutError and killed its socket with 1011. Reads
-                # must outlast the blocking pop.
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "socket_timeout": env.float(
-                            "CHANNEL_LAYER_SOCKET_TIMEOUT", default=15.0
-                        ),
-                    }
-                ],
+                "hosts": [_layer_host],
                 "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=1000),
                 "expiry": 60,
                 "group_expiry": 86400,
-                "prefix": env.str(
-                    "CHANNEL_LAYER_PREFIX",
-                    default="emergence-test" if TESTING else "emergence",
-                ),
+                "prefix": CHANNEL_LAYER_PREFIX,
             },
         }
     }
+if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -178,8 +209,10 @@ WS_FREQUENT_WINDOW_SECONDS = env.int("WS_FREQUENT_WINDOW_SECONDS", default=300)
 # instance's sockets vanish from presence after at most this).
 PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=60)
 PRESENCE_REFRESH_SECONDS = env.float("PRESENCE_REFRESH_SECONDS", default=20.0)
-# Periodic sweep finishing cleanups of dead instances (0 = off; `reap_sessions` too).
-REAPER_INTERVAL_SECONDS = env.float("REAPER_INTERVAL_SECONDS", default=0.0)
+# Periodic sweep finishing cleanups of dead instances (0 = off; `reap_sessions`
+# does the same once). On by default: without it a SIGTERMed instance's leaves
+# would wait for an operator.
+REAPER_INTERVAL_SECONDS = env.float("REAPER_INTERVAL_SECONDS", default=30.0)
 
 # /metrics answers only these client networks (empty list: anyone).
 METRICS_ALLOWED_NETWORKS = [
@@ -203,10 +236,9 @@ LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
 
+_PASSWORD_VALIDATION = "django.contrib.auth.password_validation."
 AUTH_PASSWORD_VALIDATORS = [
-    {
-        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
-    },
+    {"NAME": _PASSWORD_VALIDATION + "UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
@@ -214,7 +246,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 # --- Static files -----------------------------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Overridable so that tests can collect into a directory of their own.
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -262,7 +295,71 @@ LOGGING = {
     },
 }
 
+# A Redis outage is one WARNING stream, not an ERROR flood (emergence/logs.py).
+LOGGING["filters"]["redis_outage"] = {"()": "emergence.logs.RedisOutageFilter"}
+LOGGING["handlers"]["console"]["filters"].append("redis_outage")
+
+# Connections of this process's shared-state client (presence, metrics); callers
+# queue for one rather than fail.
+SHARED_REDIS_MAX_CONNECTIONS = env.int("SHARED_REDIS_MAX_CONNECTIONS", default=50)
+
 # Prefix of the shared state keys (presence, detach markers, disconnect metrics).
 SHARED_KEY_PREFIX = env.str(
     "SHARED_KEY_PREFIX", default="emergence-test" if TESTING else "emergence"
 )
+
+# --- Operations (issue 5) ---------------------------------------------------------
+# HTTPS hardening, checked by `manage.py check --deploy`. TLS ends at the proxy
+# (deploy/nginx.conf, an ingress), and Daphne runs with --proxy-headers behind it, so
+# request.is_secure() follows the proxy's X-Forwarded-Proto. With DEBUG off the
+# defaults are production's; over plain http (the test Daphnes on loopback) secure
+# cookies are merely not sent back by browsers and HSTS is never emitted (Django
+# sends it on secure requests only), so nothing breaks there.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False
+)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# Off by default: the proxy redirects http to https, and Daphne must answer plain http
+# to health probes (kubelet, Docker HEALTHCHECK) and the /metrics scraper, which a
+# redirect would break.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SILENCED_SYSTEM_CHECKS: list[str] = []
+if not SECURE_SSL_REDIRECT:
+    # security.W008 (no SECURE_SSL_REDIRECT): the proxy owns the http->https redirect
+    # (deploy/nginx.conf); see above for why Daphne itself must not redirect.
+    SILENCED_SYSTEM_CHECKS.append("security.W008")
+if SECURE_HSTS_SECONDS and not SECURE_HSTS_INCLUDE_SUBDOMAINS:
+    # security.W005 (HSTS without includeSubDomains): it would pin every host under
+    # this one to https for a year; an operator's decision, never a default.
+    SILENCED_SYSTEM_CHECKS.append("security.W005")
+if SECURE_HSTS_SECONDS and not SECURE_HSTS_PRELOAD:
+    # security.W021 (HSTS without preload): preloading is a commitment made for the
+    # whole registrable domain through hstspreload.org, not by this app.
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
+
+# Python warnings go through logging too (logger py.warnings): JSON like the rest.
+LOGGING_CONFIG = "emergence.logs.configure"
+# Daphne's access log (python -m emergence.server): logger daphne.access, INFO.
+ACCESS_LOG = env.bool("ACCESS_LOG", default=True)
+LOGGING["loggers"]["daphne.access"] = {"level": "INFO" if ACCESS_LOG else "WARNING"}
+
+# Failed logins (POST /api/token, /login/), counted in the shared cache so every
+# instance agrees: this many failures within the window lock the username (or the
+# client address) out for one window; 0 disables that limit.
+LOGIN_THROTTLE_USER_FAILURES = env.int("LOGIN_THROTTLE_USER_FAILURES", default=5)
+LOGIN_THROTTLE_ADDRESS_FAILURES = env.int("LOGIN_THROTTLE_ADDRESS_FAILURES", default=20)
+LOGIN_THROTTLE_WINDOW_SECONDS = env.int("LOGIN_THROTTLE_WINDOW_SECONDS", default=300)
+
+# `manage.py log_report` verdicts (README, "Runbook"): CRITICAL at this many ERROR
+# records or db_unavailable events (0 disables the rule); DEGRADED at this many ERROR
+# records, WARNING records or db_connection_lost events.
+LOG_REPORT_CRITICAL_ERRORS = env.int("LOG_REPORT_CRITICAL_ERRORS", default=10)
+LOG_REPORT_CRITICAL_DB_UNAVAILABLE = env.int(
+    "LOG_REPORT_CRITICAL_DB_UNAVAILABLE", default=1
+)
+LOG_REPORT_DEGRADED_ERRORS = env.int("LOG_REPORT_DEGRADED_ERRORS", default=1)
+LOG_REPORT_DEGRADED_WARNINGS = env.int("LOG_REPORT_DEGRADED_WARNINGS", default=50)
+LOG_REPORT_DEGRADED_DB_LOST = env.int("LOG_REPORT_DEGRADED_DB_LOST", default=5)

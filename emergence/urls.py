@@ -5,11 +5,13 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from chat import views as chat_views
+from emergence.views import LoginView
 from sessions_app import views as health_views
 
 urlpatterns = [
+    path("", chat_views.chat_page, name="chat"),
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/token", chat_views.token_create, name="api-token"),
     path("api/threads", chat_views.thread_create_view, name="api-threads"),

@@ -17,7 +17,7 @@ def _csrf_ok(request: HttpRequest) -> bool:
 
 
 def api_user(request: HttpRequest) -> Any | None:
-    """The caller: a JWT bearer's user, or the session's user (CSRF-checked), or None."""
+    """The caller: a JWT bearer's user, the session's (CSRF-checked), or None."""
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         user_id = tokens.token_user_id(header[len("Bearer ") :].strip())

@@ -156,7 +156,7 @@ async def broadcast_presence(
 async def socket_attached(
     *, thread_id: str, user: str, session_id: str, channel: str
 ) -> list[str]:
-    """Enter presence; broadcast a join for the user's first socket; return who is here."""
+    """Enter presence; announce the user's first socket; return who is here."""
     presence.register_local(
         channel,
         presence.LocalSocket(thread_id=thread_id, user=user, session_id=session_id),

@@ -22,9 +22,11 @@ class DatabaseUnavailable(Exception):
     """The database stayed unreachable through every retry."""
 
 
-def retry_delays() -> list[float]:
+def retry_delays(retries: int | None = None) -> list[float]:
     """Backoff before each retry: DB_RETRY_DELAY x 1, 2, 3 ... (0.5, 1.0, 1.5 s)."""
-    return [settings.DB_RETRY_DELAY * (n + 1) for n in range(settings.DB_MAX_RETRIES)]
+    # `retries` overrides DB_MAX_RETRIES (the retries after the first attempt).
+    count = settings.DB_MAX_RETRIES if retries is None else retries
+    return [settings.DB_RETRY_DELAY * (n + 1) for n in range(count)]
 
 
 def drop_connection() -> None:
@@ -125,11 +127,13 @@ def db_call_sync(
     *args: Any,
     op: str = "",
     sleep: Callable[[float], None] = time.sleep,
+    retries: int | None = None,
     **kwargs: Any,
 ) -> T:
-    """The same policy for sync callers (management commands, sync views); never on a loop."""
+    """The same policy for sync callers (commands, sync views); never on a loop."""
+    # `retries` overrides DB_MAX_RETRIES for this call (`dbcheck --retries`).
     op = op or getattr(fn, "__name__", "db")
-    delays = retry_delays()
+    delays = retry_delays(retries)
     for attempt in range(len(delays) + 1):
         try:
             result = _guarded(fn, *args, **kwargs)

@@ -51,7 +51,7 @@ PENDING_CLEANUPS = Gauge(
     "emergence_detach_pending", "Grace-period cleanups pending in this process"
 )
 
-# --- Shared disconnect figures ----------------------------------------------------------
+# --- Shared disconnect figures -----------------------------------------------
 TOP_N = 10
 TRACKED_USERS_CAP = 10_000
 METRICS_TTL_S = 7 * 24 * 3600
@@ -69,7 +69,7 @@ def _k(*parts: str) -> str:
 
 
 async def record_disconnect(username: str, reason: str, *, abnormal: bool) -> int:
-    """Count a close of the user; return abnormal closes within the window (0 if not)."""
+    """Count a close of the user; return abnormal closes in the window (0 if not)."""
     now = time.time()
     window = settings.WS_FREQUENT_WINDOW_SECONDS
     client = shared.redis_client()

@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from sessions_app import shared
@@ -296,7 +297,7 @@ def new_marker() -> str:
     return f"{uuid.uuid4().hex}|{deadline:.3f}"
 
 
-# --- this process's sockets and its heartbeat ------------------------------------------
+# --- this process's sockets and its heartbeat ---------------------------------
 
 _local_sockets: dict[str, LocalSocket] = {}
 _heartbeat: "asyncio.Task | None" = None
@@ -319,8 +320,10 @@ def local_socket_count() -> int:
 
 
 async def _heartbeat_loop() -> None:
+    failing = False
     while _local_sockets:
-        await asyncio.sleep(settings.PRESENCE_REFRESH_SECONDS)
+        # While Redis is away, look again every second: recovery starts the resync.
+        await asyncio.sleep(1.0 if failing else settings.PRESENCE_REFRESH_SECONDS)
         try:
             await asyncio.wait_for(
                 store().refresh(dict(_local_sockets)), settings.PRESENCE_REFRESH_SECONDS
@@ -334,3 +337,34 @@ async def _heartbeat_loop() -> None:
                 exc_info=shared.traceback_unless_redis_down(exc),
                 extra={"event": "presence_refresh_failed"},
             )
+            failing = True
+            continue
+        if failing:
+            failing = False
+            await _resync_local_sockets()
+
+
+async def _resync_local_sockets() -> None:
+    """After a Redis outage, ask every local socket to fill its gap from the DB.
+
+    Messages broadcast while Redis was away never reached the layer; sockets that
+    stayed open (the pubsub layer keeps them) would wait for the next message.
+    """
+    layer = get_channel_layer()
+    channels = list(_local_sockets)
+    logger.info(
+        "channel_layer_recovered resync_sockets=%d",
+        len(channels),
+        extra={"event": "channel_layer_recovered", "sockets": len(channels)},
+    )
+    for channel in channels:
+        try:
+            await layer.send(channel, {"type": "chat.sync"})
+        except Exception as exc:
+            logger.warning(
+                "resync_failed error=%s",
+                exc,
+                exc_info=shared.traceback_unless_redis_down(exc),
+                extra={"event": "resync_failed"},
+            )
+            return

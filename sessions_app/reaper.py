@@ -1,4 +1,4 @@
-"""Finish the cleanups of instances that died: sessions left active, presence left on."""
+"""Finish the cleanups of instances that died: active sessions, stale presence."""
 
 import asyncio
 import logging

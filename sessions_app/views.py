@@ -13,7 +13,6 @@ from sessions_app.health import readiness
 from sessions_app.liveness import liveness_payload
 
 
-
 async def liveness(request: HttpRequest) -> JsonResponse:
     """GET /health/liveness (under ASGI, sessions_app.liveness answers it first)."""
     return JsonResponse(liveness_payload())

@@ -41,7 +41,7 @@ def _isolated_redis():
     """Each test gets clean shared state (presence, metrics) in the test Redis."""
     client = redis.Redis.from_url(settings.REDIS_URL)
     prefix = settings.SHARED_KEY_PREFIX
-    layer_prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+    layer_prefix = settings.CHANNEL_LAYER_PREFIX
     cache_prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
     for pattern in (f"{prefix}:*", f"{layer_prefix}:*", f"{cache_prefix}:*"):
         keys = list(client.scan_iter(pattern, count=1000))

@@ -41,9 +41,12 @@ def test_database_url(application_name: str, port: int | None = None) -> str:
 class DaphneProcess:
     """One Daphne serving emergence.asgi on a loopback port, logging JSON to a file."""
 
-    def __init__(self, name: str, log_dir: Path, **env_overrides: str) -> None:
+    def __init__(
+        self, name: str, log_dir: Path, port: int | None = None, **env_overrides: str
+    ) -> None:
         self.name = name
-        self.port = free_port()
+        # A fixed port lets a test start a replacement on the port of a stopped one.
+        self.port = port or free_port()
         self.log_path = log_dir / f"daphne-{name}-{self.port}.log"
         self.env_overrides = env_overrides
         self.proc: subprocess.Popen | None = None
@@ -73,9 +76,7 @@ class DaphneProcess:
                 "DATABASE_URL": test_database_url(f"{APP_NAME_PREFIX}-{self.name}"),
                 "REDIS_URL": settings.REDIS_URL,
                 "SHARED_KEY_PREFIX": settings.SHARED_KEY_PREFIX,
-                "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"][
-                    "prefix"
-                ],
+                "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYER_PREFIX,
                 "CACHE_KEY_PREFIX": settings.CACHES["default"].get("KEY_PREFIX", ""),
                 "INSTANCE_ID": self.name,
                 "LOG_FORMAT": "json",
@@ -91,7 +92,7 @@ class DaphneProcess:
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "emergence.server",
                 "-b",
                 "127.0.0.1",
                 "-p",

@@ -18,6 +18,7 @@ async def test_connect_and_chat(daphne, alice, token_for):
         hello = json.loads(await ws.recv())
         assert hello["type"] == "ws:session_established"
         await ws.send(json.dumps({"type": "chat.message", "id": "x", "text": "hi"}))
+        assert json.loads(await ws.recv())["type"] == "presence"
         frames = [json.loads(await ws.recv()) for _ in range(2)]
         assert {f["type"] for f in frames} == {"ack", "chat.message"}
     assert_no_errors(server)

@@ -76,5 +76,7 @@ async def fresh_channel_layer():
     channel_layers.backends = {}
     layer = get_channel_layer()
     yield layer
-    await layer.close_pools()
+    # core layer: close_pools(); pubsub layer: flush() closes its connections.
+    close = getattr(layer, "close_pools", None) or layer.flush
+    await close()
     channel_layers.backends = {}

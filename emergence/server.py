@@ -1,0 +1,82 @@
+"""Daphne entry point: `python -m emergence.server [daphne options] APP`.
+
+Daphne's own command line (every option, same meaning), except that its access log
+goes through logging (logger `daphne.access`, one structured record per request or
+WebSocket step) instead of being written raw to stdout: with LOG_FORMAT=json it is
+JSON like every other line. Daphne keeps an access log when it would write one
+(verbosity >= 1 or --access-log); the logging configuration decides where it goes
+(ACCESS_LOG=false silences it).
+"""
+
+import logging
+from typing import Any
+
+from daphne.cli import CommandLineInterface
+from daphne.server import Server
+
+access_logger = logging.getLogger("daphne.access")
+
+
+class AccessLog:
+    """Daphne's action-logger interface, turned into `daphne.access` records."""
+
+    def __call__(self, protocol: str, action: str, details: dict[str, Any]) -> None:
+        client = details.get("client") or "-"
+        path = details.get("path", "")
+        if protocol == "http" and action == "complete":
+            duration = float(details.get("time_taken") or 0.0)
+            access_logger.info(
+                '%s "%s %s" %s %s %.3fs',
+                client,
+                details.get("method", ""),
+                path,
+                details.get("status"),
+                details.get("size"),
+                duration,
+                extra={
+                    "event": "http_access",
+                    "client": client,
+                    "method": details.get("method"),
+                    "path": path,
+                    "status": details.get("status"),
+                    "size": details.get("size"),
+                    "duration_s": round(duration, 4),
+                },
+            )
+        elif protocol == "websocket":
+            access_logger.info(
+                '%s "WS%s %s"',
+                client,
+                action.upper(),
+                path,
+                extra={
+                    "event": "ws_access",
+                    "action": action,
+                    "client": client,
+                    "path": path,
+                },
+            )
+
+
+class LoggingServer(Server):
+    """Daphne's server with AccessLog in place of the stream-writing generator."""
+
+    def __init__(self, *args: Any, action_logger: Any = None, **kwargs: Any) -> None:
+        if action_logger is not None:
+            action_logger = AccessLog()
+        super().__init__(*args, action_logger=action_logger, **kwargs)
+
+
+class LoggingCommandLineInterface(CommandLineInterface):
+    """daphne's CLI, serving with LoggingServer."""
+
+    server_class = LoggingServer
+
+
+def main() -> None:
+    """Run Daphne from the command line."""
+    LoggingCommandLineInterface.entrypoint()
+
+
+if __name__ == "__main__":
+    main()

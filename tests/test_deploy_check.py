@@ -1,0 +1,50 @@
+"""`manage.py check --deploy` with production settings reports no issue."""
+
+import secrets
+import subprocess
+
+import pytest
+
+from tests.commands import manage
+
+
+def check_deploy(**env: str) -> subprocess.CompletedProcess:
+    """`check --deploy`, failing on any message, with production variables."""
+    production = {
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "chat.example.com",
+        "DATABASE_URL": "postgres://emergence@db.internal:5432/emergence",
+        "REDIS_URL": "redis://redis.internal:6379/0",
+    }
+    return manage("check", "--deploy", "--fail-level", "DEBUG", **{**production, **env})
+
+
+def test_production_defaults_pass_with_three_documented_silences():
+    done = check_deploy()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "System check identified no issues (3 silenced)." in done.stdout
+
+
+def test_an_operator_who_opts_in_needs_no_silence():
+    done = check_deploy(
+        SECURE_SSL_REDIRECT="1",
+        SECURE_HSTS_INCLUDE_SUBDOMAINS="1",
+        SECURE_HSTS_PRELOAD="1",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "System check identified no issues (0 silenced)." in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "check"),
+    [
+        ({"SESSION_COOKIE_SECURE": "0"}, "security.W012"),
+        ({"CSRF_COOKIE_SECURE": "0"}, "security.W016"),
+        ({"SECURE_HSTS_SECONDS": "0"}, "security.W004"),
+        ({"SECRET_KEY": "short"}, "security.W009"),
+    ],
+)
+def test_weakening_a_setting_is_reported(env, check):
+    done = check_deploy(**env)
+    assert done.returncode != 0
+    assert check in done.stdout + done.stderr
