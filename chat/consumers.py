@@ -13,9 +13,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat import protocol
+from chat.delivery import OrderedDelivery
 from chat.protocol import Close, ConnectError, FrameError
 from chat.ratelimit import RefusalWindow, TokenBucket
-from chat.selectors import messages_between, replay_window
 from chat.services import ThreadForbidden, message_create
 from sessions_app import cleanup, metrics
 from sessions_app.db import DatabaseUnavailable, db_call
@@ -39,7 +39,7 @@ CLIENT_CLOSING = (_AutobahnDisconnected,)
 LAYER_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(OrderedDelivery, AsyncWebsocketConsumer):
     """One socket of one user in one thread (PROTOCOL.md §2)."""
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
@@ -397,40 +397,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- group messages -------------------------------------------------------------
 
-    async def chat_message(self, event: dict[str, Any]) -> None:
-        """A live message: in seq order, exactly once, gaps filled from the DB."""
-        seq = event["seq"]
-        if seq <= self.last_sent_seq or self.server_close_code:
-            return
-        if seq > self.last_sent_seq + 1:
-            try:
-                missed = await db_call(
-                    messages_between,
-                    thread_id=event["thread_id"],
-                    after_seq=self.last_sent_seq,
-                    upto_seq=seq - 1,
-                    op="messages_between",
-                )
-            except DatabaseUnavailable:
-                # Never skip a seq: the client reconnects and resumes from its last.
-                return await self.refuse_db_unavailable()
-            for message in missed:
-                await self.send_message(protocol.message_frame(message))
-        await self.send_message(event)
-
-    async def chat_sync(self, event: dict[str, Any]) -> None:
-        """Redis came back: send what the layer may have dropped, from the database."""
-        if not self.ready or self.server_close_code:
-            return
-        replay = await self.load_replay(self.last_sent_seq)
-        if replay is None:
-            return  # the DB is down too: closed with 1013, the client resumes
-        if not replay.recovered:
-            # Too many to push: the client resumes, then fetches over HTTP.
-            return await self.refuse(Close.TRY_AGAIN_LATER)
-        for message in replay.messages:
-            await self.send_message(protocol.message_frame(message))
-
     async def presence(self, event: dict[str, Any]) -> None:
         """A join or leave in the thread (the joining socket got the full list)."""
         if event.get("origin") == self.channel_name or self.server_close_code:
@@ -445,36 +411,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
     # --- helpers --------------------------------------------------------------------
-
-    async def load_replay(self, after_seq: int | None) -> Any:
-        """The replay window, or None when the DB is down (the socket is closed)."""
-        assert self.params is not None
-        try:
-            return await db_call(
-                replay_window,
-                thread_id=self.params.thread_id,
-                after_seq=after_seq,
-                max_replay=settings.WS_MAX_REPLAY,
-                op="replay_window",
-            )
-        except DatabaseUnavailable:
-            await self.refuse_db_unavailable()
-            return None
-
-    async def send_replay(self, replay: Any) -> None:
-        """Send replayed frames; everything up to the thread's seq counts as sent."""
-        for message in replay.messages:
-            await self.send_json(protocol.message_frame(message))
-        metrics.REPLAYED.inc(len(replay.messages))
-        sent = replay.messages[-1].seq if replay.messages else 0
-        self.last_sent_seq = max(self.last_sent_seq, replay.last_seq, sent)
-
-    async def send_message(self, frame: dict[str, Any]) -> None:
-        """Send one chat.message if it is the next seq for this socket."""
-        if frame["seq"] <= self.last_sent_seq:
-            return
-        await self.send_json(frame)
-        self.last_sent_seq = frame["seq"]
 
     async def send_error(self, code: str, detail: str) -> None:
         await self.send_json(protocol.error_frame(code, detail))

@@ -64,8 +64,10 @@ end
 return {session_exec, left}
 """
 
-# A user whose sockets all expired and whose detach marker (if any) is overdue.
-_REAP_USER = """
+# Sockets all expired and the detach marker (if any) overdue: reapable. With a third
+# key (a thread's present users) the user ARGV[2] is removed from it; returns 1 only
+# for the one caller that did the removal, so a leave is broadcast once.
+_REAP = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) > 0 then return 0 end
 local marker = redis.call('GET', KEYS[2])
@@ -74,18 +76,7 @@ if marker then
   if deadline and deadline > tonumber(ARGV[1]) then return 0 end
   redis.call('DEL', KEYS[2])
 end
-return redis.call('SREM', KEYS[3], ARGV[2])
-"""
-
-_REAP_SESSION = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) > 0 then return 0 end
-local marker = redis.call('GET', KEYS[2])
-if marker then
-  local deadline = tonumber(string.match(marker, '|(.+)$'))
-  if deadline and deadline > tonumber(ARGV[1]) then return 0 end
-  redis.call('DEL', KEYS[2])
-end
+if KEYS[3] then return redis.call('SREM', KEYS[3], ARGV[2]) end
 return 1
 """
 
@@ -212,7 +203,7 @@ class RedisPresence:
                 if dry_run:
                     reaped = await self._overdue(k["pt"], k["dmu"], now)
                 else:
-                    reaped = await self._script("reap_user", _REAP_USER)(
+                    reaped = await self._script("reap", _REAP)(
                         keys=[k["pt"], k["dmu"], k["pu"]], args=[now, user]
                     )
                 if reaped:
@@ -225,7 +216,7 @@ class RedisPresence:
         if dry_run:
             return await self._overdue(k["ss"], k["dms"], time.time())
         return bool(
-            await self._script("reap_session", _REAP_SESSION)(
+            await self._script("reap", _REAP)(
                 keys=[k["ss"], k["dms"]], args=[time.time()]
             )
         )

@@ -1,24 +1,13 @@
 """Fixtures for the chat tests."""
 
-import logging
-
 import pytest
 
 from tests.sessions_app.conftest import (  # noqa: F401 - shared fixtures
+    _fast_password_hasher,
     db_outage,
     fresh_channel_layer,
+    log_events,
 )
-
-
-@pytest.fixture
-def log_events(caplog):
-    """Records of one structured event (the `event` extra), INFO and up captured."""
-    caplog.set_level(logging.INFO)
-
-    def events(name: str) -> list[logging.LogRecord]:
-        return [r for r in caplog.records if getattr(r, "event", None) == name]
-
-    return events
 
 
 @pytest.fixture
@@ -50,9 +39,3 @@ def post():
         ]
 
     return write
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hasher(settings):
-    """PBKDF2's real cost is 0.3 s per user; these tests do not measure hashing."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,25 +1,3 @@
-"""Fixtures of the fault tests."""
+"""Fixtures of the fault tests: the end-to-end ones (isolated Daphnes, clients)."""
 
-import pytest
-
-from tests.e2e.wsclient import Clients, isolated_daphne
-
-
-@pytest.fixture
-def daphne(daphne):
-    """The shared `daphne` fixture, with Redis keys of this test's own (see
-    isolated_daphne): a concurrent test run cannot wipe our channel groups."""
-    yield from isolated_daphne(daphne)
-
-
-@pytest.fixture
-async def clients():
-    """Open sockets through clients.open(...); all closed at teardown."""
-    registry = Clients()
-    yield registry
-    await registry.close_all()
-
-
-@pytest.fixture
-def carol(make_user):
-    return make_user("carol")
+from tests.e2e.conftest import carol, clients, daphne  # noqa: F401 - shared fixtures
