@@ -129,7 +129,9 @@ async def open_socket(port: int, session_id: str, tok: str, thread: str):
     return ws
 
 
-async def run_layer(layer: str, sockets: int, instances: int, rounds: int) -> dict:
+async def run_layer(
+    layer: str, sockets: int, instances: int, rounds: int, interval: float = 0.5
+) -> dict:
     prefix = f"emergence-bench-{layer}-{os.getpid()}"
     env = base_env(layer, prefix)
     procs = [start_daphne(env) for _ in range(instances)]
@@ -170,10 +172,13 @@ async def run_layer(layer: str, sockets: int, instances: int, rounds: int) -> di
             )
             last_receiver_ms.append(max(times))
             median_ms.append(statistics.median(times))
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(interval)
+        # A big thread must never take the server down: count sockets it closed.
+        dropped = sum(1 for ws in receivers if ws.close_code is not None)
         for ws in [*receivers, sender]:
             await ws.close()
         return {
+            "sockets_closed_by_server": dropped,
             "layer": layer,
             "sockets": sockets,
             "instances": instances,
@@ -200,12 +205,17 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=1, help="Daphne processes")
     parser.add_argument("--rounds", type=int, default=5, help="messages measured")
     parser.add_argument("--layers", default="core,pubsub", help="layers to compare")
+    parser.add_argument(
+        "--interval", type=float, default=0.5, help="seconds between messages"
+    )
     args = parser.parse_args()
     sockets = min(args.sockets, 5000)
     prepare_database()
     results = []
     for layer in args.layers.split(","):
-        result = asyncio.run(run_layer(layer, sockets, args.instances, args.rounds))
+        result = asyncio.run(
+            run_layer(layer, sockets, args.instances, args.rounds, args.interval)
+        )
         results.append(result)
         print(json.dumps(result))
     RESULTS.mkdir(parents=True, exist_ok=True)
