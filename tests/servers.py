@@ -25,6 +25,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    """This environment minus the test runner's, for a production-like subprocess."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "PYTEST_", "TEST_"))
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "emergence.settings",
+            "DEBUG": "0",
+            "SECRET_KEY": settings.SECRET_KEY,
+        }
+    )
+    env.update(overrides)
+    return env
+
+
 def test_database_url(application_name: str, port: int | None = None) -> str:
     """The URL of the test database pytest-django created, for a subprocess."""
     db = connection.settings_dict
@@ -61,16 +79,9 @@ class DaphneProcess:
         return f"ws://127.0.0.1:{self.port}"
 
     def environment(self) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DJANGO_", "PYTEST_", "TEST_"))
-        }
+        env = subprocess_env()
         env.update(
             {
-                "DJANGO_SETTINGS_MODULE": "emergence.settings",
-                "DEBUG": "0",
-                "SECRET_KEY": settings.SECRET_KEY,
                 "JWT_SECRET": settings.JWT_SECRET,
                 "ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "DATABASE_URL": test_database_url(f"{APP_NAME_PREFIX}-{self.name}"),

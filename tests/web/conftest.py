@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from tests.e2e.wsclient import isolated_daphne
-from tests.servers import ROOT, DaphneProcess
+from tests.servers import ROOT, DaphneProcess, subprocess_env
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -35,19 +34,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 def static_root(tmp_path_factory) -> Path:
     """`collectstatic` with the production storage into a directory of this run."""
     root = tmp_path_factory.mktemp("staticfiles")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "PYTEST_", "TEST_"))
-    }
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "emergence.settings",
-            "DEBUG": "0",
-            "SECRET_KEY": settings.SECRET_KEY,
-            "STATIC_ROOT": str(root),
-        }
-    )
+    env = subprocess_env(STATIC_ROOT=str(root))
     done = subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
         cwd=ROOT,
