@@ -173,6 +173,9 @@ class RedisPresence:
                 pipe.expire(k["pt"], _ttl())
                 pipe.zadd(k["ss"], {channel: expiry})
                 pipe.expire(k["ss"], _ttl())
+                # Re-add after a Redis restart lost the set (no new join is sent).
+                pipe.sadd(k["pu"], s.user)
+                pipe.sadd(k["threads"], s.thread_id)
             await pipe.execute()
 
     async def present(self, thread_id: str) -> list[str]:

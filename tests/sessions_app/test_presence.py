@@ -110,3 +110,15 @@ async def test_refresh_keeps_entries_alive(settings):
     client = redis.Redis.from_url(settings.REDIS_URL)
     assert client.ttl(shared.key("pt", "t", "alice")) > 0
     client.close()
+
+
+async def test_refresh_restores_presence_lost_with_redis(settings):
+    """A Redis restart loses the present set; the next heartbeat puts users back."""
+    store = RedisPresence()
+    await store.attach("t", "alice", "s1", "c1")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(shared.key("pu", "t"))
+    client.close()
+    assert await store.present("t") == []
+    await store.refresh({"c1": presence.LocalSocket("t", "alice", "s1")})
+    assert await store.present("t") == ["alice"]
