@@ -9,8 +9,6 @@ from typing import Any
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat import protocol
 from chat.delivery import OrderedDelivery
@@ -22,7 +20,7 @@ from sessions_app.db import DatabaseUnavailable, db_call
 from sessions_app.disconnects import log_disconnect
 from sessions_app.reaper import ensure_sweeper
 from sessions_app.services import SessionForbidden, session_detach, session_ensure
-from sessions_app.shared import traceback_unless_redis_down
+from sessions_app.shared import REDIS_UNREACHABLE, warn_shared_failure
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ try:  # Daphne (autobahn) refuses to send once the closing handshake has begun.
 except ImportError:  # pragma: no cover
     _AutobahnDisconnected = _WsClosed
 CLIENT_CLOSING = (_AutobahnDisconnected,)
-LAYER_ERRORS = (RedisConnectionError, RedisTimeoutError)
+LAYER_ERRORS = REDIS_UNREACHABLE
 
 
 class ChatConsumer(OrderedDelivery, AsyncWebsocketConsumer):
@@ -228,11 +226,11 @@ class ChatConsumer(OrderedDelivery, AsyncWebsocketConsumer):
             except Exception as exc:
                 # The group entry expires by itself (group_expiry); Redis trouble is
                 # reported by readiness, not by every closing socket.
-                logger.warning(
-                    "group_discard_failed group=%s error=%s",
-                    self.group,
+                warn_shared_failure(
+                    logger,
                     exc,
-                    exc_info=traceback_unless_redis_down(exc),
+                    "group_discard_failed group=%s",
+                    self.group,
                     extra={"event": "group_discard_failed"},
                 )
         if self.params is None or self.db_down:
@@ -386,12 +384,12 @@ class ChatConsumer(OrderedDelivery, AsyncWebsocketConsumer):
             await self.channel_layer.group_send(self.group, frame)
         except Exception as exc:
             # Stored is stored: receivers fill the gap by seq (next message or resume).
-            logger.warning(
-                "broadcast_failed thread_id=%s seq=%s error=%s",
+            warn_shared_failure(
+                logger,
+                exc,
+                "broadcast_failed thread_id=%s seq=%s",
                 frame["thread_id"],
                 frame["seq"],
-                exc,
-                exc_info=traceback_unless_redis_down(exc),
                 extra={"event": "broadcast_failed"},
             )
 

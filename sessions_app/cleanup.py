@@ -82,11 +82,11 @@ async def run(detach: Detach) -> None:
         )
     except Exception as exc:
         # Redis away: the reaper finishes this once presence has expired.
-        logger.warning(
-            "user_detach_deferred session_id=%s (shared state unavailable: %s)",
-            detach.session_id,
+        shared.warn_shared_failure(
+            logger,
             exc,
-            exc_info=shared.traceback_unless_redis_down(exc),
+            "user_detach_deferred session_id=%s (shared state unavailable)",
+            detach.session_id,
             extra=detach.fields("user_detach_deferred"),
         )
         return
@@ -144,11 +144,11 @@ async def broadcast_presence(
             },
         )
     except Exception as exc:
-        logger.warning(
-            "presence_broadcast_failed thread_id=%s error=%s",
-            thread_id,
+        shared.warn_shared_failure(
+            logger,
             exc,
-            exc_info=shared.traceback_unless_redis_down(exc),
+            "presence_broadcast_failed thread_id=%s",
+            thread_id,
             extra={"event": "presence_broadcast_failed", "thread_id": thread_id},
         )
 
@@ -165,12 +165,12 @@ async def socket_attached(
         attached = await store().attach(thread_id, user, session_id, channel)
     except Exception as exc:
         # Redis away: chat still works; presence catches up on the next attach.
-        logger.warning(
-            "presence_attach_failed thread_id=%s user=%s error=%s",
+        shared.warn_shared_failure(
+            logger,
+            exc,
+            "presence_attach_failed thread_id=%s user=%s",
             thread_id,
             user,
-            exc,
-            exc_info=shared.traceback_unless_redis_down(exc),
             extra={"event": "presence_attach_failed", "thread_id": thread_id},
         )
         return [user]
@@ -197,11 +197,11 @@ async def socket_detached(
     try:
         await store().detach_start(thread_id, user, session_id, channel, detach.marker)
     except Exception as exc:
-        logger.warning(
-            "presence_detach_failed session_id=%s error=%s (the reaper finishes it)",
-            session_id,
+        shared.warn_shared_failure(
+            logger,
             exc,
-            exc_info=shared.traceback_unless_redis_down(exc),
+            "presence_detach_failed session_id=%s (the reaper finishes it)",
+            session_id,
             extra=detach.fields("presence_detach_failed"),
         )
         return

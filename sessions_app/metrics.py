@@ -61,7 +61,7 @@ _local_reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int)
 _local_last: dict[str, float] = {}
 _local_abnormal: dict[str, list[float]] = defaultdict(list)
 
-_SHARED_ERRORS = (aioredis.RedisError, OSError, asyncio.TimeoutError)
+_SHARED_ERRORS = (aioredis.RedisError, *shared.REDIS_DOWN)
 
 
 def _k(*parts: str) -> str:

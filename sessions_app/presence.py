@@ -324,11 +324,11 @@ async def _heartbeat_loop() -> None:
             )
         except Exception as exc:
             # Redis away: entries may lapse; reconnecting clients re-attach them.
-            logger.warning(
-                "presence_refresh_failed sockets=%d error=%s",
-                len(_local_sockets),
+            shared.warn_shared_failure(
+                logger,
                 exc,
-                exc_info=shared.traceback_unless_redis_down(exc),
+                "presence_refresh_failed sockets=%d",
+                len(_local_sockets),
                 extra={"event": "presence_refresh_failed"},
             )
             failing = True
@@ -355,10 +355,10 @@ async def _resync_local_sockets() -> None:
         try:
             await layer.send(channel, {"type": "chat.sync"})
         except Exception as exc:
-            logger.warning(
-                "resync_failed error=%s",
+            shared.warn_shared_failure(
+                logger,
                 exc,
-                exc_info=shared.traceback_unless_redis_down(exc),
+                "resync_failed",
                 extra={"event": "resync_failed"},
             )
             return

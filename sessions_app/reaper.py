@@ -11,7 +11,7 @@ from sessions_app.db import db_call
 from sessions_app.presence import store
 from sessions_app.selectors import active_session_ids
 from sessions_app.services import session_mark_idle
-from sessions_app.shared import traceback_unless_redis_down
+from sessions_app.shared import warn_shared_failure
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +70,9 @@ async def _sweep_forever(interval: float) -> None:
         try:
             await reap()
         except Exception as exc:
-            logger.warning(
-                "reaper_sweep_failed error=%s",
+            warn_shared_failure(
+                logger,
                 exc,
-                exc_info=traceback_unless_redis_down(exc),
+                "reaper_sweep_failed",
                 extra={"event": "reaper_sweep_failed"},
             )

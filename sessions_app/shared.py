@@ -1,15 +1,19 @@
 """Shared, TTL'd state in Redis (or in-process in the embedded single-instance mode)."""
 
 import asyncio
+import logging
 import weakref
+from typing import Any
 
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+# Redis unreachable, as redis-py raises it (the channel layer's failures).
+REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 # Redis being away: expected, reported by readiness; logged without a traceback.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+REDIS_DOWN = (*REDIS_UNREACHABLE, OSError, TimeoutError)
 SHARED_TIMEOUT_S = 2.0
 SHARED_POOL_WAIT_S = 5.0
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = (
@@ -45,6 +49,15 @@ def key(*parts: str) -> str:
     return ":".join([settings.SHARED_KEY_PREFIX, *parts])
 
 
-def traceback_unless_redis_down(exc: BaseException) -> bool:
-    """exc_info for a log record: a traceback only for the unexpected."""
-    return not isinstance(exc, REDIS_DOWN)
+def warn_shared_failure(
+    logger: logging.Logger, exc: BaseException, message: str, *args: Any, extra: dict
+) -> None:
+    """WARNING for a failed Redis step: error inline, traceback only if unexpected."""
+    template = f"{message} error=%s"
+    logger.warning(
+        template,
+        *args,
+        exc,
+        exc_info=not isinstance(exc, REDIS_DOWN),
+        extra=extra,
+    )
