@@ -96,6 +96,15 @@ def _log_unavailable(op: str, attempts: int, exc: Exception) -> None:
     )
 
 
+def _failed(op: str, attempt: int, delays: list[float], exc: Exception) -> float:
+    """Log a failed attempt; the wait before the next, or DatabaseUnavailable."""
+    if attempt == len(delays):
+        _log_unavailable(op, attempt + 1, exc)
+        raise DatabaseUnavailable(str(exc)) from exc
+    _log_lost(op, attempt + 1, delays[attempt], exc)
+    return delays[attempt]
+
+
 async def db_call(
     fn: Callable[..., T], /, *args: Any, op: str = "", **kwargs: Any
 ) -> T:
@@ -109,11 +118,7 @@ async def db_call(
         try:
             result = await _runner()(fn, *args, **kwargs)
         except RETRYABLE as exc:
-            if attempt == len(delays):
-                _log_unavailable(op, attempt + 1, exc)
-                raise DatabaseUnavailable(str(exc)) from exc
-            _log_lost(op, attempt + 1, delays[attempt], exc)
-            await asyncio.sleep(delays[attempt])
+            await asyncio.sleep(_failed(op, attempt, delays, exc))
             continue
         if attempt:
             _log_reconnected(op, attempt + 1)
@@ -138,11 +143,7 @@ def db_call_sync(
         try:
             result = _guarded(fn, *args, **kwargs)
         except RETRYABLE as exc:
-            if attempt == len(delays):
-                _log_unavailable(op, attempt + 1, exc)
-                raise DatabaseUnavailable(str(exc)) from exc
-            _log_lost(op, attempt + 1, delays[attempt], exc)
-            sleep(delays[attempt])
+            sleep(_failed(op, attempt, delays, exc))
             continue
         if attempt:
             _log_reconnected(op, attempt + 1)
