@@ -9,7 +9,8 @@ DAPHNE_FLAGS := --ping-interval 20 --ping-timeout 60 --application-close-timeout
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/emergence
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test test-py test-js lint format migrate demo-user clean venv
+.PHONY: run test test-py test-js lint format migrate demo-user clean venv bench \
+	bench-quick faults faults-quick
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +46,21 @@ test-py: venv
 # The web client's pure logic (static/chat/app.js) under node's own test runner.
 test-js:
 	node --test tests/js/
+
+# Benchmarks (bench/): every figure of issue 6 against the baselines, ~30 min;
+# writes bench/RESULTS.md and bench/results/latest.json. The quick form is CI's.
+bench: venv
+	$(BIN)/python -m bench.run
+
+bench-quick: venv
+	$(BIN)/python -m bench.run --quick --out test-artifacts/bench
+
+# Fault injection (bench/faults.py): real PostgreSQL, Redis and process faults.
+faults: venv
+	$(BIN)/python -m bench.faults --json bench/results/faults.json
+
+faults-quick: venv
+	$(BIN)/python -m bench.faults --quick --json test-artifacts/bench/faults-quick.json
 
 lint: venv
 	$(BIN)/ruff check .

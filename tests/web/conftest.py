@@ -13,20 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.page import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.wsclient import isolated_daphne
 from tests.servers import ROOT, DaphneProcess, subprocess_env
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = ROOT / "test-artifacts"
 
 

@@ -1,0 +1,1 @@
+"""Baseline servers measured side by side with Emergence (issue 6)."""

@@ -1,0 +1,164 @@
+"""The load generator's sockets: one client API over Emergence and the echo baselines.
+
+Clients stay cheap so that the server, not the load generator, is what is measured:
+frames are matched by looking for a message id in the raw text (no JSON decoding of
+every broadcast), and every socket's frames are drained by one reader task so that
+no server ever stalls on a full client buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from bench.harness import Cluster, Server
+
+OPEN_TIMEOUT = 30.0
+
+
+class Sock:
+    """One open client socket; `on_frame(raw, now)` sees every text frame."""
+
+    def __init__(self, ws: Any, on_frame: Callable[[str, float], None] | None) -> None:
+        self.ws = ws
+        self.on_frame = on_frame
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(ConnectionClosed, OSError, asyncio.CancelledError):
+            async for raw in self.ws:
+                if self.on_frame is not None:
+                    self.on_frame(raw, time.perf_counter())
+
+    async def send(self, text: str) -> None:
+        await self.ws.send(text)
+
+    def abort(self) -> None:
+        """Drop the TCP connection with no close frame (a dead tab, a lost network)."""
+        self.ws.transport.abort()
+
+    async def close(self) -> None:
+        self.reader.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), 5)
+
+
+def url(cluster: Cluster, server: Server, session_id: str, thread: str) -> str:
+    """The socket URL on one server of a cluster.
+
+    Threads and sessions are named per cluster: the bench database outlives a run,
+    and a message id reused in an old thread would be acked as a duplicate.
+    """
+    session_id, thread = f"{cluster.nonce}{session_id}", f"{cluster.nonce}{thread}"
+    if cluster.emergence:
+        return f"{server.ws}/ws/{session_id}/?thread_id={thread}"
+    return f"{server.ws}/ws/echo/{thread}/"
+
+
+def chat_frame(message_id: str, text: str = "x") -> str:
+    """A chat message; the echo baselines relay the same text unparsed."""
+    return json.dumps({"type": "chat.message", "id": message_id, "text": text})
+
+
+async def connect(
+    cluster: Cluster,
+    server: Server,
+    session_id: str,
+    thread: str,
+    on_frame: Callable[[str, float], None] | None = None,
+) -> Sock:
+    """Open a socket and wait until it is usable.
+
+    For Emergence that is the `presence` frame: the session is loaded, the replay (if
+    any) sent and the presence snapshot taken. For an echo server, the handshake.
+    """
+    kwargs: dict[str, Any] = {
+        "proxy": None,
+        "open_timeout": OPEN_TIMEOUT,
+        "ping_interval": None,
+        "close_timeout": 5,
+        "max_queue": None,
+    }
+    if cluster.emergence:
+        kwargs["subprotocols"] = ["jwt", cluster.token]
+    ws = await websockets.connect(url(cluster, server, session_id, thread), **kwargs)
+    if cluster.emergence:
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT):
+                while True:
+                    # Only the first few frames are decoded; broadcasts never are.
+                    kind = json.loads(await ws.recv()).get("type")
+                    if kind == "presence":
+                        break
+                    if kind == "error":
+                        raise ConnectError("error frame before presence")
+        except BaseException:
+            ws.transport.abort()
+            raise
+    return Sock(ws, on_frame)
+
+
+class ConnectError(Exception):
+    """The server refused or closed a socket while it was being established."""
+
+
+CONNECT_ERRORS = (
+    ConnectError,
+    ConnectionClosed,
+    InvalidStatus,
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    websockets.exceptions.InvalidHandshake,
+)
+
+
+async def connect_many(
+    cluster: Cluster,
+    count: int,
+    *,
+    threads: int,
+    server_index: Callable[[int], int] = lambda i: 0,
+    concurrency: int = 100,
+    tag: str = "s",
+    on_frame: Callable[[int], Callable[[str, float], None] | None] = lambda i: None,
+) -> tuple[list[Sock], int]:
+    """Open `count` sockets spread over `threads` threads; return them and failures."""
+    gate = asyncio.Semaphore(concurrency)
+    socks: list[Sock | None] = [None] * count
+    failures = 0
+
+    async def one(i: int) -> None:
+        nonlocal failures
+        server = cluster.servers[server_index(i) % len(cluster.servers)]
+        async with gate:
+            try:
+                socks[i] = await connect(
+                    cluster, server, f"{tag}-{i}", f"{tag}-t{i % threads}", on_frame(i)
+                )
+            except CONNECT_ERRORS:
+                failures += 1
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return [s for s in socks if s is not None], failures
+
+
+def abort_all(socks: list[Sock]) -> None:
+    """Abort every socket in one go (same loop turn)."""
+    for sock in socks:
+        with contextlib.suppress(Exception):
+            sock.abort()
+        sock.reader.cancel()
+
+
+async def close_all(socks: list[Sock]) -> None:
+    """Close every socket normally (1000), a bounded number at a time."""
+    for start in range(0, len(socks), 200):
+        await asyncio.gather(*(s.close() for s in socks[start : start + 200]))

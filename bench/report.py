@@ -1,0 +1,239 @@
+"""bench/RESULTS.md from a results JSON: the issue's table, then every figure."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+COLUMNS = (
+    ("emergence", "Emergence (Daphne)"),
+    ("uvicorn", "Emergence (Uvicorn)"),
+    ("channels-echo", "bare Channels echo"),
+    ("websockets-echo", "bare websockets"),
+)
+SCENARIO_TITLES = {
+    "idle_rss": "Idle sockets on one process",
+    "connect_latency": "Connect + session load at a fixed rate",
+    "round_trip": "Message round trip, sender on instance A, receiver on B",
+    "fanout": "Fan-out: one message to N sockets of one thread",
+    "reconnect_storm": "Reconnect storm: N clients dropped at once",
+    "liveness_storm": "Liveness from another process during a disconnect storm",
+    "pg_restart": "PostgreSQL restart: DB back to first usable socket",
+    "page_load": "Chat page in Chromium (fresh context, then reload)",
+}
+
+
+def median(result: dict, scenario: str, target: str, key: str) -> float | None:
+    value = result["figures"].get(scenario, {}).get(target, {}).get(key)
+    if isinstance(value, dict):
+        return value.get("median")
+    if isinstance(value, int | float):
+        return value
+    return None
+
+
+def fmt(value: Any) -> str:
+    """median (min–max) of an aggregate; a plain value as it is."""
+    if isinstance(value, dict) and "median" in value:
+        mid, lo, hi = value["median"], value["min"], value["max"]
+        if lo == hi:
+            return _num(mid)
+        return f"{_num(mid)} ({_num(lo)}–{_num(hi)})"
+    if value is None:
+        return "–"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return _num(value) if isinstance(value, int | float) else str(value)
+
+
+def _num(value: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the issue's table."""
+
+    title: str
+    scenario: str
+    keys: tuple[str, ...]
+    target: str
+    met: Callable[[dict], bool | None]
+
+
+def _m(scenario: str, key: str, target: str = "emergence"):
+    return lambda r: median(r, scenario, target, key)
+
+
+def _all_le(*pairs) -> Callable[[dict], bool | None]:
+    def check(result: dict) -> bool | None:
+        values = [(get(result), limit) for get, limit in pairs]
+        if any(
+            v is None or (isinstance(v, float) and math.isnan(v)) for v, _ in values
+        ):
+            return None
+        return all(v <= limit for v, limit in values)
+
+    return check
+
+
+def _rtt_met(result: dict) -> bool | None:
+    ours = median(result, "round_trip", "emergence", "p99_ms")
+    echo = median(result, "round_trip", "channels-echo", "p99_ms")
+    if ours is None or echo is None:
+        return None
+    return ours <= 25 and ours <= 1.5 * echo
+
+
+def _idle_met(result: dict) -> bool | None:
+    sockets = median(result, "idle_rss", "emergence", "sockets")
+    per = median(result, "idle_rss", "emergence", "kib_per_socket")
+    if sockets is None or per is None:
+        return None
+    return sockets >= 10_000 and per <= 48
+
+
+ROWS = (
+    Row(
+        "Idle sockets on one process: sockets, RSS per socket (KiB)",
+        "idle_rss",
+        ("sockets", "kib_per_socket"),
+        "10,000 sockets, ≤ 48 KiB",
+        _idle_met,
+    ),
+    Row(
+        "Connect + session load at 200/s: p50 / p99 (ms)",
+        "connect_latency",
+        ("p50_ms", "p99_ms"),
+        "p99 ≤ 50 ms",
+        _all_le((_m("connect_latency", "p99_ms"), 50)),
+    ),
+    Row(
+        "Round trip across two instances at 500 msg/s: p50 / p99 (ms)",
+        "round_trip",
+        ("p50_ms", "p99_ms"),
+        "p99 ≤ 25 ms and ≤ 1.5× Channels echo",
+        _rtt_met,
+    ),
+    Row(
+        "Fan-out to 1,000 sockets: last receiver (ms)",
+        "fanout",
+        ("last_receiver_ms",),
+        "≤ 200 ms",
+        _all_le((_m("fanout", "last_receiver_ms"), 200)),
+    ),
+    Row(
+        "Reconnect storm, 2,000 dropped: all back (s) / failed attempts",
+        "reconnect_storm",
+        ("all_back_s", "failed_attempts"),
+        "≤ 10 s, 0 failures",
+        _all_le(
+            (_m("reconnect_storm", "all_back_s"), 10),
+            (_m("reconnect_storm", "failed_attempts"), 0),
+        ),
+    ),
+    Row(
+        "PostgreSQL restart: DB back → first connect (s)",
+        "pg_restart",
+        ("recovery_s",),
+        "≤ 2 s",
+        _all_le((_m("pg_restart", "recovery_s"), 2)),
+    ),
+    Row(
+        "Liveness during a 1,000-socket disconnect storm: p99 (ms)",
+        "liveness_storm",
+        ("p99_ms",),
+        "≤ 20 ms",
+        _all_le((_m("liveness_storm", "p99_ms"), 20)),
+    ),
+    Row(
+        "Static page load (cold): requests / bytes",
+        "page_load",
+        ("cold_requests", "cold_bytes"),
+        "≤ 5 requests",
+        _all_le((_m("page_load", "cold_requests"), 5)),
+    ),
+)
+
+
+def _cell(result: dict, scenario: str, target: str, keys: tuple[str, ...]) -> str:
+    figures = result["figures"].get(scenario, {}).get(target)
+    if not figures:
+        return "–"
+    if "error" in figures:
+        return "failed"
+    return " / ".join(fmt(figures.get(k)) for k in keys)
+
+
+def markdown(result: dict) -> str:
+    """The whole RESULTS.md."""
+    m, v, sizes = result["machine"], result["versions"], result["sizes"]
+    lines = [
+        "# Emergence benchmark results",
+        "",
+        f"Written by `make bench` (`python -m bench.run`, mode {result['mode']}) on "
+        f"{result['when']}; {result['runs']} run(s), {result['duration_s']:.0f} s in "
+        "all. Every figure is the median of the runs, with min–max in brackets.",
+        "Baselines ran in the same invocation, interleaved run by run.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux "
+        f"{m['kernel']}; the load generator shares the box with the servers.",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        "Settings: DEBUG off, JSON logs at INFO (access log on), psycopg pool, "
+        "channels_redis PubSub layer unless a label says core, Daphne flags of "
+        "`make run`; sizes " + ", ".join(f"{k}={val}" for k, val in sizes.items()),
+        "",
+        "## The issue's figures",
+        "",
+        "| figure | target | " + " | ".join(t for _, t in COLUMNS) + " | verdict |",
+        "| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " | --- |",
+    ]
+    for row in ROWS:
+        cells = [_cell(result, row.scenario, key, row.keys) for key, _ in COLUMNS]
+        met = row.met(result)
+        verdict = {True: "met", False: "**missed**", None: "not measured"}[met]
+        lines.append(
+            f"| {row.title} | {row.target} | " + " | ".join(cells) + f" | {verdict} |"
+        )
+    lines += ["", "## Every figure", ""]
+    for scenario, by_target in result["figures"].items():
+        keys: list[str] = []
+        for figures in by_target.values():
+            keys += [k for k in figures if k not in keys]
+        lines += [
+            f"### {SCENARIO_TITLES.get(scenario, scenario)} (`{scenario}`)",
+            "",
+            "| target | " + " | ".join(keys) + " |",
+            "| --- | " + " | ".join("---" for _ in keys) + " |",
+        ]
+        for target, figures in by_target.items():
+            lines.append(
+                f"| {target} | " + " | ".join(fmt(figures.get(k)) for k in keys) + " |"
+            )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def broken(result: dict) -> list[str]:
+    """What makes a run fail: crashes and lost work, never a missed speed target."""
+    out = []
+    for scenario, by_target in result["figures"].items():
+        for target, figures in by_target.items():
+            if "error" in figures:
+                out.append(f"{scenario} on {target}: {figures['error']}")
+            for key in ("lost", "missing", "never_back"):
+                if (median(result, scenario, target, key) or 0) > 0:
+                    out.append(f"{scenario} on {target}: {key} > 0")
+            if scenario == "error_records" and (figures.get("value") or {}).get(
+                "max", 0
+            ):
+                out.append(f"{target}: ERROR records in the server logs")
+    return out
