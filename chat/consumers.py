@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -19,7 +20,7 @@ from sessions_app import cleanup, metrics
 from sessions_app.db import DatabaseUnavailable, db_call
 from sessions_app.disconnects import log_disconnect
 from sessions_app.reaper import ensure_sweeper
-from sessions_app.services import SessionForbidden, session_detach, session_ensure
+from sessions_app.services import SessionForbidden, SocketClosed, session_open
 from sessions_app.shared import REDIS_UNREACHABLE, warn_shared_failure
 
 logger = logging.getLogger(__name__)
@@ -74,26 +75,26 @@ class ChatConsumer(OrderedDelivery, AsyncWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self.refuse(Close.UNAUTHENTICATED)
+        # Join before reading the thread's seq: anything committed later reaches us
+        # through the group, anything earlier through the replay; seq dedups overlaps.
+        self.group = protocol.thread_group(self.params.thread_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
         try:
             opened = await db_call(
-                session_ensure,
+                session_open,
                 session_id=self.params.session_id,
                 user=user,
                 thread_id=self.params.thread_id,
                 instance=settings.INSTANCE_ID,
-                op="session_ensure",
+                after_seq=self.params.last_seq,
+                max_replay=settings.WS_MAX_REPLAY,
+                op="session_open",
             )
         except DatabaseUnavailable:
             return await self.refuse_db_unavailable()
         except (SessionForbidden, ThreadForbidden):
             return await self.refuse(Close.FORBIDDEN)
-        # Join before reading the thread's seq: anything committed later reaches us
-        # through the group, anything earlier through the replay; seq dedups overlaps.
-        self.group = protocol.thread_group(self.params.thread_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        replay = await self.load_replay(self.params.last_seq)
-        if replay is None:
-            return
+        replay = opened.replay
         await self.send_json(
             {
                 "type": "ws:session_established",
@@ -126,6 +127,16 @@ class ChatConsumer(OrderedDelivery, AsyncWebsocketConsumer):
         metrics.CONNECTS.labels(outcome="accepted").inc()
         ensure_sweeper()
         self.ready = True
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """AsyncWebsocketConsumer's, without its close_old_connections thread hop."""
+        # The same hop as in handle(), once per closing socket: 1,000 of them queued
+        # on one shared thread in a disconnect storm. self.groups is empty (the
+        # thread's group is left in finish()).
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     async def disconnect(self, code: int) -> None:
         await self.finish(code)
@@ -171,7 +182,7 @@ class ChatConsumer(OrderedDelivery, AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         try:
-            await super().dispatch(message)
+            await self.handle(message)
         except (StopConsumer, asyncio.CancelledError):
             raise
         except LAYER_ERRORS as exc:
@@ -199,6 +210,18 @@ class ChatConsumer(OrderedDelivery, AsyncWebsocketConsumer):
                 await self.close(Close.SERVER_ERROR)
             await self.finish(Close.SERVER_ERROR)
             raise StopConsumer() from None
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        """AsyncConsumer.dispatch without its per-message close_old_connections hop."""
+        # channels 4.2+ runs close_old_connections through sync_to_async before every
+        # handler: a thread hop per frame, per socket (1,000 of them to fan out one
+        # message, through one shared thread). This consumer never touches the ORM on
+        # the loop: db_call's database_sync_to_async already does that housekeeping
+        # in the worker thread that holds the connection.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def finish(
         self, client_code: int | None, *, local_timer: bool = True
@@ -245,16 +268,16 @@ class ChatConsumer(OrderedDelivery, AsyncWebsocketConsumer):
             )
         # On DatabaseUnavailable the retry helper has logged db_unavailable already.
         with contextlib.suppress(DatabaseUnavailable):
-            await db_call(
-                session_detach,
-                session_id=self.params.session_id,
-                user=self.scope.get("user"),
-                thread_id=self.params.thread_id,
-                code=code,
-                reason=reason,
-                duration_s=round(time.monotonic() - self.opened_at, 3),
-                instance=settings.INSTANCE_ID,
-                op="session_detach",
+            await cleanup.record_close(
+                SocketClosed(
+                    session_id=self.params.session_id,
+                    user=self.scope.get("user"),
+                    thread_id=self.params.thread_id,
+                    code=code,
+                    reason=reason,
+                    duration_s=round(time.monotonic() - self.opened_at, 3),
+                    instance=settings.INSTANCE_ID,
+                )
             )
 
     def username(self) -> str:

@@ -93,12 +93,13 @@ DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
 _db = DATABASES["default"]
 # Health checks: a connection is tested before reuse. With the pool this becomes the
 # pool's `check` (ConnectionPool.check_connection on every checkout): a terminated
-# backend is discarded instead of failing a query. psycopg_pool then backs off ~1 s
-# before its next try, longer than DB_POOL_TIMEOUT, so the request that meets it is
-# retried once by our helper (db_connection_lost, db_reconnected attempt 2, ~1.5 s
-# late) and succeeds: measured in tests/faults/test_database.py.
+# backend is discarded instead of failing a query, and the next pooled connection is
+# tried after psycopg_pool's backoff, which sessions_app/pool.py caps (the library's
+# 1 s first delay outlasted DB_POOL_TIMEOUT: every checkout that met two dead
+# connections failed). Measured in tests/faults/test_database.py.
 _db["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
 DB_POOL = env.bool("DB_POOL", default=True)
+DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=10)
 if _db["ENGINE"] == "django.db.backends.postgresql" and DB_POOL:
     # Persistent connections (CONN_MAX_AGE > 0) are per thread, and under ASGI
     # database_sync_to_async work runs on threads that come and go, so connections
@@ -109,7 +110,7 @@ if _db["ENGINE"] == "django.db.backends.postgresql" and DB_POOL:
     _db["CONN_MAX_AGE"] = 0
     _db.setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
-        "max_size": env.int("DB_POOL_MAX_SIZE", default=10),
+        "max_size": DB_POOL_MAX_SIZE,
         "timeout": env.float("DB_POOL_TIMEOUT", default=1.0),
     }
 else:
@@ -122,6 +123,13 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
         "connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=2)
     )
 
+# psycopg_pool's reconnect and dead-connection backoff: first delay and ceiling, in
+# seconds (sessions_app/pool.py says why the library's 1 s doubling is too slow).
+DB_POOL_BACKOFF_INITIAL = env.float("DB_POOL_BACKOFF_INITIAL", default=0.05)
+DB_POOL_BACKOFF_MAX = env.float("DB_POOL_BACKOFF_MAX", default=0.5)
+# Threads that run ORM work for sockets (sessions_app/db.py): one per pooled
+# connection, so neither waits on the other.
+DB_THREADS = env.int("DB_THREADS", default=DB_POOL_MAX_SIZE)
 DB_MAX_RETRIES = env.int("DB_MAX_RETRIES", default=3)
 DB_RETRY_DELAY = env.float("DB_RETRY_DELAY", default=0.5)
 
@@ -340,6 +348,10 @@ if SECURE_HSTS_SECONDS and not SECURE_HSTS_PRELOAD:
     # security.W021 (HSTS without preload): preloading is a commitment made for the
     # whole registrable domain through hstspreload.org, not by this app.
     SILENCED_SYSTEM_CHECKS.append("security.W021")
+
+# Records are formatted and written by a thread, off the event loop
+# (emergence/logs.py); the test run keeps them synchronous for caplog and capsys.
+LOG_QUEUE = env.bool("LOG_QUEUE", default=not TESTING)
 
 # Python warnings go through logging too (logger py.warnings): JSON like the rest.
 LOGGING_CONFIG = "emergence.logs.configure"

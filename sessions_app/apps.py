@@ -15,6 +15,10 @@ class SessionsAppConfig(AppConfig):
     verbose_name = "Chat sessions"
 
     def ready(self) -> None:
+        from sessions_app import pool
+
+        # Before the first connection creates Django's pool.
+        pool.apply()
         if not settings.REDIS_URL:
             logger.warning(
                 "REDIS_URL is not set: in-memory channel layer and local cache; "

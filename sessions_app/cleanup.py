@@ -16,9 +16,14 @@ from django.conf import settings
 
 from chat.protocol import thread_group
 from sessions_app import metrics, presence, shared
+from sessions_app.batching import Coalescer
 from sessions_app.db import DatabaseUnavailable, db_call
 from sessions_app.presence import store
-from sessions_app.services import session_mark_idle
+from sessions_app.services import (
+    SocketClosed,
+    session_detach_many,
+    session_mark_idle_many,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +82,8 @@ def pending_count() -> int:
 async def run(detach: Detach) -> None:
     """Decide from the shared markers: cancelled, or execute (idle, leave)."""
     try:
-        outcome = await store().detach_finish(
-            detach.thread_id, detach.user, detach.session_id, detach.marker
+        outcome = await _finishes.submit(
+            (detach.thread_id, detach.user, detach.session_id, detach.marker)
         )
     except Exception as exc:
         # Redis away: the reaper finishes this once presence has expired.
@@ -102,9 +107,7 @@ async def run(detach: Detach) -> None:
         metrics.CLEANUPS.labels(result="executed").inc()
         # On DatabaseUnavailable (logged by the retry helper) the reaper marks it idle.
         with contextlib.suppress(DatabaseUnavailable):
-            await db_call(
-                session_mark_idle, session_id=detach.session_id, op="session_mark_idle"
-            )
+            await _idles.submit(detach.session_id)
     else:
         logger.info(
             "user_detach_cancelled session_id=%s user=%s thread_id=%s",
@@ -195,7 +198,7 @@ async def socket_detached(
     presence.unregister_local(channel)
     detach = Detach(session_id, user, thread_id, presence.new_marker())
     try:
-        await store().detach_start(thread_id, user, session_id, channel, detach.marker)
+        await _starts.submit((thread_id, user, session_id, channel, detach.marker))
     except Exception as exc:
         shared.warn_shared_failure(
             logger,
@@ -207,3 +210,36 @@ async def socket_detached(
         return
     if local_timer:
         schedule(detach)
+
+
+async def record_close(closed: SocketClosed) -> None:
+    """Record a socket's close in the DB (session_detach), batched with its burst."""
+    await _closes.submit(closed)
+
+
+# --- one round trip per burst (a disconnect storm, a grace expiry) ------------------
+# Every item keeps its own result, error and log line; only the trips are shared.
+
+
+async def _start_many(items: list[tuple]) -> list:
+    return await store().detach_start_many(items)
+
+
+async def _finish_many(items: list[tuple]) -> list:
+    return await store().detach_finish_many(items)
+
+
+async def _close_many(items: list[SocketClosed]) -> list[None]:
+    await db_call(session_detach_many, items, op="session_detach")
+    return [None] * len(items)
+
+
+async def _idle_many(session_ids: list[str]) -> list[None]:
+    await db_call(session_mark_idle_many, session_ids, op="session_mark_idle")
+    return [None] * len(session_ids)
+
+
+_starts = Coalescer(_start_many)
+_finishes = Coalescer(_finish_many)
+_closes = Coalescer(_close_many)
+_idles = Coalescer(_idle_many)

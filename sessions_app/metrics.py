@@ -17,6 +17,7 @@ from django.conf import settings
 from prometheus_client import Counter, Gauge, Histogram
 
 from sessions_app import shared
+from sessions_app.batching import Coalescer
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,7 @@ async def record_disconnect(username: str, reason: str, *, abnormal: bool) -> in
     """Count a close of the user; return abnormal closes in the window (0 if not)."""
     now = time.time()
     window = settings.WS_FREQUENT_WINDOW_SECONDS
-    client = shared.redis_client()
-    if client is None:
+    if shared.redis_client() is None:
         _local_reasons[username][reason] += 1
         _local_last[username] = now
         if not abnormal:
@@ -82,31 +82,50 @@ async def record_disconnect(username: str, reason: str, *, abnormal: bool) -> in
         _local_abnormal[username] = times
         return len(times)
     try:
-        async with client.pipeline(transaction=True) as pipe:
+        return await _disconnects.submit((username, reason, abnormal, now))
+    except _SHARED_ERRORS:
+        # Shared counters are best effort; readiness reports Redis being down.
+        logger.debug("record_disconnect: shared state unavailable", exc_info=True)
+        return 0
+
+
+async def _record_disconnects(closes: list[tuple[str, str, bool, float]]) -> list[int]:
+    """Count many closes in one transaction; each one's abnormal count (0 if not)."""
+    client = shared.redis_client()
+    window = settings.WS_FREQUENT_WINDOW_SECONDS
+    positions: list[int | None] = []
+    async with client.pipeline(transaction=True) as pipe:
+        for username, reason, abnormal, now in closes:
             pipe.hincrby(_k("reasons", username), reason, 1)
             pipe.expire(_k("reasons", username), METRICS_TTL_S)
             pipe.zincrby(_k("total"), 1, username)
             pipe.zadd(_k("last"), {username: now})
-            # Bounded: keep the most active / most recent users only.
-            pipe.zremrangebyrank(_k("total"), 0, -TRACKED_USERS_CAP - 1)
-            pipe.zremrangebyrank(_k("last"), 0, -TRACKED_USERS_CAP - 1)
             if abnormal:
                 ak = _k("abnormal", username)
                 pipe.zadd(ak, {f"{now:.6f}": now})
                 pipe.zremrangebyscore(ak, 0, now - window)
                 pipe.zcard(ak)
+                positions.append(len(pipe) - 1)
                 pipe.expire(ak, int(window) + 1)
-            results = await asyncio.wait_for(pipe.execute(), shared.SHARED_TIMEOUT_S)
-        if not abnormal:
-            return 0
-        count = int(results[-2])
-        if count >= settings.WS_FREQUENT_DISCONNECTS:
-            await client.zadd(_k("frequent"), {username: now})
-        return count
-    except _SHARED_ERRORS:
-        # Shared counters are best effort; readiness reports Redis being down.
-        logger.debug("record_disconnect: shared state unavailable", exc_info=True)
-        return 0
+            else:
+                positions.append(None)
+        # Bounded: keep the most active / most recent users only (once per batch).
+        pipe.zremrangebyrank(_k("total"), 0, -TRACKED_USERS_CAP - 1)
+        pipe.zremrangebyrank(_k("last"), 0, -TRACKED_USERS_CAP - 1)
+        results = await asyncio.wait_for(pipe.execute(), shared.SHARED_TIMEOUT_S)
+    counts = [0 if at is None else int(results[at]) for at in positions]
+    frequent = {
+        username: now
+        for (username, _, _, now), count in zip(closes, counts, strict=True)
+        if count >= settings.WS_FREQUENT_DISCONNECTS
+    }
+    if frequent:
+        await client.zadd(_k("frequent"), frequent)
+    return counts
+
+
+# A storm's closes share one MULTI/EXEC instead of one each (sessions_app/batching.py).
+_disconnects = Coalescer(_record_disconnects)
 
 
 def _iso(ts: float) -> str:

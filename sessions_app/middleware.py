@@ -1,4 +1,4 @@
-"""Connection-health and auth middleware for WebSockets, and the HTTP twin."""
+"""Origin and auth (with DB health) middleware for WebSockets, and the HTTP twin."""
 
 import logging
 from types import SimpleNamespace
@@ -44,22 +44,6 @@ def AllowedHostsOriginValidator(application):  # noqa: N802 - channels' name
     return PresentOriginValidator(application, allowed_hosts)
 
 
-class ConnectionHealthMiddleware(BaseMiddleware):
-    """Make sure the DB answers (with retries) before anything else touches it.
-
-    Never raises for an outage: it marks the scope so that the consumer can accept,
-    send `db_unavailable` and close with 1013 (PROTOCOL.md §2).
-    """
-
-    async def __call__(self, scope, receive, send):
-        scope = dict(scope)
-        try:
-            await db_call(db_ping, op="ws_connect_ping")
-        except DatabaseUnavailable:
-            scope["db_unavailable"] = True
-        return await super().__call__(scope, receive, send)
-
-
 def _user_from_session(session: Any) -> Any:
     """Django's own session-to-user resolution, run in the DB worker thread."""
     return auth.get_user(SimpleNamespace(session=session))
@@ -79,7 +63,11 @@ class ChatAuthMiddleware(BaseMiddleware):
     """Resolve scope["user"] from the JWT subprotocol or the session cookie.
 
     Like channels.auth.AuthMiddleware, but the lookup goes through our retry helper,
-    so a stale or restarting DB does not refuse the socket.
+    so a stale or restarting DB does not refuse the socket. That lookup is also the
+    socket's DB health check: it drops a dead connection and retries; when the DB
+    stays down it never raises but marks the scope, so that the consumer can
+    accept, send `db_unavailable` and close with 1013 (PROTOCOL.md §2). A separate
+    ping before it cost every connect a thread hop and a round trip (issue 6).
     """
 
     async def __call__(self, scope, receive, send):
@@ -103,10 +91,8 @@ class ChatAuthMiddleware(BaseMiddleware):
 
 
 def AuthMiddlewareStack(inner):  # noqa: N802 - named like channels' own stack
-    """Cookies, sessions, DB health, then user resolution (JWT or session)."""
-    return CookieMiddleware(
-        SessionMiddleware(ConnectionHealthMiddleware(ChatAuthMiddleware(inner)))
-    )
+    """Cookies, sessions, then user resolution (JWT or session) with DB health."""
+    return CookieMiddleware(SessionMiddleware(ChatAuthMiddleware(inner)))
 
 
 class DatabaseHealthMiddleware:

@@ -106,6 +106,9 @@ class LocalSocket:
     session_id: str
 
 
+REFRESH_CHUNK = 200
+
+
 def _ttl() -> int:
     return settings.PRESENCE_TTL_SECONDS
 
@@ -149,34 +152,78 @@ class RedisPresence:
         return Attached(bool(joined), sorted(m.decode() for m in members))
 
     async def detach_start(self, thread_id, user, session_id, channel, marker) -> None:
-        k = self._keys(thread_id, user, session_id)
-        await self._script("detach_start", _DETACH_START)(
-            keys=[k["pt"], k["ss"], k["dms"], k["dmu"]],
-            args=[channel, marker, _marker_ttl()],
+        [result] = await self.detach_start_many(
+            [(thread_id, user, session_id, channel, marker)]
         )
+        if isinstance(result, Exception):
+            raise result
 
     async def detach_finish(self, thread_id, user, session_id, marker) -> DetachOutcome:
-        k = self._keys(thread_id, user, session_id)
-        session_exec, left = await self._script("detach_finish", _DETACH_FINISH)(
-            keys=[k["pt"], k["ss"], k["dms"], k["dmu"], k["pu"]],
-            args=[marker, time.time(), user],
-        )
-        return DetachOutcome(bool(session_exec), bool(left))
+        detach = (thread_id, user, session_id, marker)
+        [result] = await self.detach_finish_many([detach])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _run_scripts(self, name: str, body: str, calls: list) -> list:
+        """Each (keys, args) through one script, one pipeline: results or errors."""
+        script = self._script(name, body)
+        async with shared.redis_client().pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)
+            # Each script is atomic on its own; one failing must not fail the others.
+            return await pipe.execute(raise_on_error=False)
+
+    async def detach_start_many(self, detaches: list[tuple]) -> list:
+        """detach_start for (thread, user, session, channel, marker) tuples at once."""
+        calls = []
+        for thread_id, user, session_id, channel, marker in detaches:
+            k = self._keys(thread_id, user, session_id)
+            calls.append(
+                (
+                    [k["pt"], k["ss"], k["dms"], k["dmu"]],
+                    [channel, marker, _marker_ttl()],
+                )
+            )
+        results = await self._run_scripts("detach_start", _DETACH_START, calls)
+        return [r if isinstance(r, Exception) else None for r in results]
+
+    async def detach_finish_many(self, detaches: list[tuple]) -> list:
+        """detach_finish for (thread, user, session, marker) tuples: outcomes/errors."""
+        now = time.time()
+        calls = []
+        for thread_id, user, session_id, marker in detaches:
+            k = self._keys(thread_id, user, session_id)
+            calls.append(
+                (
+                    [k["pt"], k["ss"], k["dms"], k["dmu"], k["pu"]],
+                    [marker, now, user],
+                )
+            )
+        results = await self._run_scripts("detach_finish", _DETACH_FINISH, calls)
+        return [
+            r if isinstance(r, Exception) else DetachOutcome(bool(r[0]), bool(r[1]))
+            for r in results
+        ]
 
     async def refresh(self, sockets: dict[str, LocalSocket]) -> None:
         client = shared.redis_client()
         expiry = time.time() + _ttl()
-        async with client.pipeline(transaction=False) as pipe:
-            for channel, s in sockets.items():
-                k = self._keys(s.thread_id, s.user, s.session_id)
-                pipe.zadd(k["pt"], {channel: expiry})
-                pipe.expire(k["pt"], _ttl())
-                pipe.zadd(k["ss"], {channel: expiry})
-                pipe.expire(k["ss"], _ttl())
-                # Re-add after a Redis restart lost the set (no new join is sent).
-                pipe.sadd(k["pu"], s.user)
-                pipe.sadd(k["threads"], s.thread_id)
-            await pipe.execute()
+        items = list(sockets.items())
+        # In chunks: packing and parsing one pipeline for thousands of sockets is one
+        # long stretch of the event loop; between chunks other work gets its turn.
+        for at in range(0, len(items), REFRESH_CHUNK):
+            async with client.pipeline(transaction=False) as pipe:
+                for channel, s in items[at : at + REFRESH_CHUNK]:
+                    k = self._keys(s.thread_id, s.user, s.session_id)
+                    pipe.zadd(k["pt"], {channel: expiry})
+                    pipe.expire(k["pt"], _ttl())
+                    pipe.zadd(k["ss"], {channel: expiry})
+                    pipe.expire(k["ss"], _ttl())
+                    # Re-add after a Redis restart lost the set (no new join is sent).
+                    pipe.sadd(k["pu"], s.user)
+                    pipe.sadd(k["threads"], s.thread_id)
+                await pipe.execute()
 
     async def present(self, thread_id: str) -> list[str]:
         members = await shared.redis_client().smembers(shared.key("pu", thread_id))
@@ -215,14 +262,23 @@ class RedisPresence:
 
     async def session_reapable(self, session_id: str, *, dry_run: bool = False) -> bool:
         """No live socket and no detach still within its grace (clears the marker)."""
-        k = self._keys("-", "-", session_id)
+        [reapable] = await self.sessions_reapable([session_id], dry_run=dry_run)
+        return reapable
+
+    async def sessions_reapable(
+        self, session_ids: list[str], *, dry_run: bool = False
+    ) -> list[bool]:
+        """session_reapable for many sessions, one pipeline instead of a trip each."""
+        now = time.time()
+        keys = [self._keys("-", "-", session_id) for session_id in session_ids]
         if dry_run:
-            return await self._overdue(k["ss"], k["dms"], time.time())
-        return bool(
-            await self._script("reap", _REAP)(
-                keys=[k["ss"], k["dms"]], args=[time.time()]
-            )
-        )
+            return [await self._overdue(k["ss"], k["dms"], now) for k in keys]
+        calls = [([k["ss"], k["dms"]], [now]) for k in keys]
+        results = await self._run_scripts("reap", _REAP, calls)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [bool(r) for r in results]
 
 
 @dataclass
@@ -261,6 +317,12 @@ class LocalPresence:
                 users.discard(user)
         return DetachOutcome(session_exec, left)
 
+    async def detach_start_many(self, detaches: list[tuple]) -> list:
+        return [await self.detach_start(*d) for d in detaches]
+
+    async def detach_finish_many(self, detaches: list[tuple]) -> list:
+        return [await self.detach_finish(*d) for d in detaches]
+
     async def refresh(self, sockets: dict[str, LocalSocket]) -> None:
         return None  # nothing expires in a single process
 
@@ -274,6 +336,11 @@ class LocalPresence:
         return not self.sockets_by_session.get(session_id) and not self.markers.get(
             f"s:{session_id}"
         )
+
+    async def sessions_reapable(
+        self, session_ids: list[str], *, dry_run: bool = False
+    ) -> list[bool]:
+        return [await self.session_reapable(s, dry_run=dry_run) for s in session_ids]
 
 
 _local = LocalPresence()

@@ -10,10 +10,12 @@ from sessions_app.cleanup import broadcast_presence
 from sessions_app.db import db_call
 from sessions_app.presence import store
 from sessions_app.selectors import active_session_ids
-from sessions_app.services import session_mark_idle
+from sessions_app.services import session_mark_idle_many
 from sessions_app.shared import warn_shared_failure
 
 logger = logging.getLogger(__name__)
+
+REAP_CHUNK = 500
 
 
 @dataclass
@@ -33,11 +35,15 @@ async def reap(*, dry_run: bool = False) -> ReapResult:
         if not dry_run:
             await broadcast_presence(thread_id, leaves=[user])
     session_ids = await db_call(active_session_ids, op="active_session_ids")
-    for session_id in session_ids:
-        if await presence.session_reapable(session_id, dry_run=dry_run):
-            result.sessions_idled.append(session_id)
-            if not dry_run:
-                await db_call(session_mark_idle, session_id=session_id, op="reap_idle")
+    # In chunks: every active session (live sockets' too) is checked on each sweep,
+    # so a trip per session would be thousands of round trips every interval.
+    for at in range(0, len(session_ids), REAP_CHUNK):
+        chunk = session_ids[at : at + REAP_CHUNK]
+        reapable = await presence.sessions_reapable(chunk, dry_run=dry_run)
+        idled = [s for s, ok in zip(chunk, reapable, strict=True) if ok]
+        result.sessions_idled.extend(idled)
+        if idled and not dry_run:
+            await db_call(session_mark_idle_many, idled, op="reap_idle")
     if not dry_run and (result.sessions_idled or result.presence_left):
         logger.info(
             "sessions_reaped sessions=%d presence_leaves=%d",

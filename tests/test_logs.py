@@ -1,5 +1,6 @@
 """emergence.logs (the JSON formatter) and emergence.server (Daphne's access log)."""
 
+import asyncio
 import json
 import logging
 import sys
@@ -8,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from django.conf import settings
 
-from emergence.logs import InstanceFilter, JsonFormatter
+from emergence.logs import InstanceFilter, JsonFormatter, RedisOutageFilter
 from emergence.server import AccessLog, LoggingCommandLineInterface, LoggingServer
 
 
@@ -145,3 +146,37 @@ def test_logging_server_replaces_the_stream_logger():
 
 def test_access_log_setting(settings):
     assert settings.LOGGING["loggers"]["daphne.access"] == {"level": "INFO"}
+
+
+def _exc_record(name: str, exc: BaseException) -> logging.LogRecord:
+    try:
+        raise exc
+    except BaseException:
+        return logging.getLogger(name).makeRecord(
+            name,
+            logging.ERROR,
+            __file__,
+            1,
+            "Unexpected exception while cleaning-up channel:",
+            (),
+            sys.exc_info(),
+        )
+
+
+def test_a_cancelled_channel_cleanup_is_a_warning_without_traceback():
+    record = _exc_record("channels_redis.pubsub", asyncio.CancelledError())
+    assert RedisOutageFilter().filter(record) is True
+    assert (record.levelname, record.event, record.exc_info) == (
+        "WARNING",
+        "channel_cleanup_cancelled",
+        None,
+    )
+
+
+def test_other_library_errors_stay_errors():
+    record = _exc_record("channels_redis.pubsub", ValueError("bug"))
+    RedisOutageFilter().filter(record)
+    assert record.levelname == "ERROR" and record.exc_info is not None
+    cancelled_elsewhere = _exc_record("chat.consumers", asyncio.CancelledError())
+    RedisOutageFilter().filter(cancelled_elsewhere)
+    assert cancelled_elsewhere.levelname == "ERROR"

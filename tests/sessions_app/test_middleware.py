@@ -194,7 +194,7 @@ async def test_database_outage_marks_the_scope(
     # The socket is still handed on (the consumer answers 1013), with no user.
     assert scope == {"user": None, "db_unavailable": True, "has_session": True}
     gave_up = [r for r in caplog.records if getattr(r, "event", "") == "db_unavailable"]
-    assert [(r.op, r.levelno) for r in gave_up] == [("ws_connect_ping", logging.ERROR)]
+    assert [(r.op, r.levelno) for r in gave_up] == [("ws_auth_jwt", logging.ERROR)]
     lost = [
         r for r in caplog.records if getattr(r, "event", "") == "db_connection_lost"
     ]
