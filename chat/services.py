@@ -4,8 +4,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 
 from chat.models import Message, Thread
 
@@ -71,6 +70,27 @@ def _existing(*, thread_id: str, user: Any, client_id: str) -> Message | None:
     )
 
 
+def _next_seq(*, thread_id: str) -> int:
+    """Bump the thread's seq and return it; the row stays locked until commit."""
+    # One UPDATE ... RETURNING instead of SELECT FOR UPDATE + UPDATE: a round trip and
+    # an ORM query fewer per message (issue 6 profile). PostgreSQL and SQLite (3.35+)
+    # both take the row lock / write lock on the UPDATE.
+    quote = connection.ops.quote_name
+    table = quote(Thread._meta.db_table)
+    seq_column = quote(Thread._meta.get_field("last_seq").column)
+    pk_column = quote(Thread._meta.pk.column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {seq_column} = {seq_column} + 1 "
+            f"WHERE {pk_column} = %s RETURNING {seq_column}",
+            [thread_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Thread.DoesNotExist(f"no thread {thread_id!r}")
+    return row[0]
+
+
 def message_create(
     *, thread_id: str, user: Any, client_id: str, text: str
 ) -> MessageResult:
@@ -78,22 +98,17 @@ def message_create(
 
     The seq comes from a row lock on the thread, so concurrent writers on any number
     of instances get 1, 2, 3 ... with no gaps: a failed insert rolls the bump back.
+    A resend is found by the unique (thread, user, id) constraint rather than by a
+    query before every message: resends are rare, messages are not.
     """
-    existing = _existing(thread_id=thread_id, user=user, client_id=client_id)
-    if existing is not None:
-        return MessageResult(existing, duplicate=True)
     try:
         with transaction.atomic():
-            thread = (
-                Thread.objects.select_for_update().only("last_seq").get(pk=thread_id)
-            )
-            seq = thread.last_seq + 1
-            Thread.objects.filter(pk=thread_id).update(last_seq=F("last_seq") + 1)
+            seq = _next_seq(thread_id=thread_id)
             message = Message.objects.create(
                 thread_id=thread_id, seq=seq, client_id=client_id, user=user, text=text
             )
     except IntegrityError:
-        # A concurrent resend of the same id won the race: answer with its seq.
+        # A resend of an id stored before (or concurrently): answer with its seq.
         existing = _existing(thread_id=thread_id, user=user, client_id=client_id)
         if existing is None:
             raise
