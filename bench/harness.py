@@ -240,13 +240,7 @@ class Server:
         raise RuntimeError(f"{self.kind} {self.name} did not start: {self.tail()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, sig, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -272,16 +266,36 @@ class Server:
 
     def records(self) -> list[dict[str, Any]]:
         """JSON log records written so far (other lines skipped)."""
-        out = []
-        if not self.log_path.exists():
-            return out
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
-        return out
+        return json_records(self.log_path)
+
+
+def stop_process(
+    proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 15.0
+) -> None:
+    """Send `sig` and wait for the process; SIGKILL it if it outlives `timeout`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def json_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON log records of a file, one per line (other lines skipped)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
 
 
 def urlopen(url: str, data: bytes | None = None, timeout: float = 10.0, **headers):

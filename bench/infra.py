@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from bench.harness import free_port
+from bench.harness import free_port, stop_process
 
 logger = logging.getLogger(__name__)
 
@@ -313,15 +313,7 @@ class PrivateRedis:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         """SIGTERM (a clean shutdown; nothing is saved) or SIGKILL."""
-        if not self.running():
-            return
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc, sig, timeout)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

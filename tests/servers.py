@@ -1,9 +1,7 @@
 """Real Daphne processes for end-to-end and fault tests, with their JSON logs."""
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +12,10 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from bench.harness import free_port, json_records, stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 APP_NAME_PREFIX = "emergence-e2e"
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def subprocess_env(**overrides: str) -> dict[str, str]:
@@ -137,13 +130,7 @@ class DaphneProcess:
         """Stop the process (SIGTERM, then SIGKILL); return its exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, sig, timeout)
         if self._log_file:
             self._log_file.close()
             self._log_file = None
@@ -160,15 +147,7 @@ class DaphneProcess:
 
     def records(self) -> list[dict[str, Any]]:
         """The JSON log records so far (lines that are not JSON are skipped)."""
-        out = []
-        for line in self.log_text().splitlines():
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
-        return out
+        return json_records(self.log_path)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [r for r in self.records() if r.get("event") == name]

@@ -3,8 +3,6 @@
 import asyncio
 import contextlib
 import json
-import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -12,68 +10,17 @@ import urllib.request
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from bench.infra import PrivateRedis
 from tests.e2e.wsclient import append_figure, assert_in_order_once, ws_url
-from tests.servers import free_port
 
 pytestmark = pytest.mark.faults
 
 
-class PrivateRedis:
-    """A redis-server of this test's own on a free loopback port: stop and start it."""
-
-    def __init__(self, workdir) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed"
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            probe = subprocess.run(
-                ["redis-cli", "-p", str(self.port), "ping"],
-                capture_output=True,
-                text=True,
-            )
-            if probe.stdout.strip() == "PONG":
-                return
-            time.sleep(0.05)
-        raise RuntimeError("private redis did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
 @pytest.fixture
-def private_redis(tmp_path):
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+def private_redis():
+    """A redis-server of this test's own (bench/infra.py): stop and start it."""
+    with PrivateRedis() as server:
+        yield server
 
 
 class Resuming:
@@ -127,7 +74,7 @@ def readiness(server) -> tuple[int, dict]:
 async def test_redis_restart_loses_no_message(
     daphne, private_redis, alice, bob, token_for
 ):
-    env = {"REDIS_URL": private_redis.url, "WS_RATE_LIMIT": "1000"}
+    env = {"REDIS_URL": private_redis.url(), "WS_RATE_LIMIT": "1000"}
     a = daphne("a", **env)
     b = daphne("b", **env)
     readers = [
@@ -142,7 +89,7 @@ async def test_redis_restart_loses_no_message(
         send_until_acked(b, token_for(bob), range(total), acked)
     )
     await asyncio.sleep(1.0)
-    private_redis.stop()
+    private_redis.kill()
     down_at = time.monotonic()
     await asyncio.sleep(0.5)
     status, report = await asyncio.to_thread(readiness, a)
@@ -225,7 +172,7 @@ async def test_messages_sent_around_the_outage_reach_open_sockets(
 ):
     """The last messages fall into the outage and nothing follows them."""
     env = {
-        "REDIS_URL": private_redis.url,
+        "REDIS_URL": private_redis.url(),
         "WS_RATE_LIMIT": "1000",
         "PRESENCE_REFRESH_SECONDS": "1",
     }
@@ -235,7 +182,7 @@ async def test_messages_sent_around_the_outage_reach_open_sockets(
     await asyncio.sleep(1.0)
     acked: set = set()
     await send_until_acked(b, token_for(bob), range(5), acked)
-    private_redis.stop()
+    private_redis.kill()
     await asyncio.sleep(0.5)
     sending = asyncio.create_task(
         send_until_acked(b, token_for(bob), range(5, 10), acked)
