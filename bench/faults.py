@@ -70,14 +70,14 @@ APP_NAME_PATTERN = "emergence-bench-%"
 # client: reported in their own column, never counted as client-caused.
 INFRA_EVENTS = frozenset(
     {
-        "db_unavailable",  # sessions_app/db.py: the DB stayed down through retries
+        "db_unavailable",  # ops/db.py: the DB stayed down through retries
         "channel_layer_unavailable",  # chat/consumers.py: Redis (layer) lost
         "broadcast_failed",  # chat/consumers.py: group_send to Redis failed
         "group_discard_failed",  # chat/consumers.py: Redis gone at disconnect
     }
 )
 # Library loggers whose ERRORs are connection failures to PostgreSQL. Not
-# channels_redis: emergence/logs.py already downgrades its Redis-outage records, so
+# channels_redis: ops/logs.py already downgrades its Redis-outage records, so
 # an ERROR left from it is something else (a cancelled cleanup, a bug).
 INFRA_LOGGERS = ("psycopg.pool",)
 MIN_CONNECT_SUCCESS = 0.999

@@ -13,15 +13,18 @@ from django.conf import settings
 
 from chat import protocol
 from chat.delivery import OrderedDelivery
+from chat.disconnects import log_disconnect
 from chat.protocol import Close, ConnectError, FrameError
 from chat.ratelimit import RefusalWindow, TokenBucket
 from chat.services import ThreadForbidden, message_create
-from sessions_app import cleanup, metrics
-from sessions_app.db import DatabaseUnavailable, db_call
-from sessions_app.disconnects import log_disconnect
+from ops import metrics
+from ops.db import DatabaseUnavailable, db_call
+from ops.redis_client import REDIS_UNREACHABLE, warn_shared_failure
+from realtime import figures
+from realtime.groups import thread_group
+from sessions_app import cleanup
 from sessions_app.reaper import ensure_sweeper
 from sessions_app.services import SessionForbidden, SocketClosed, session_open
-from sessions_app.shared import REDIS_UNREACHABLE, warn_shared_failure
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ class ChatConsumer(OrderedDelivery, AsyncWebsocketConsumer):
             return await self.refuse(Close.UNAUTHENTICATED)
         # Join before reading the thread's seq: anything committed later reaches us
         # through the group, anything earlier through the replay; seq dedups overlaps.
-        self.group = protocol.thread_group(self.params.thread_id)
+        self.group = thread_group(self.params.thread_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         try:
             opened = await db_call(
@@ -235,7 +238,7 @@ class ChatConsumer(OrderedDelivery, AsyncWebsocketConsumer):
         reason, _ = protocol.reason_for(code)
         frequent = False
         if username:
-            count = await metrics.record_disconnect(
+            count = await figures.record_disconnect(
                 username, reason, abnormal=code == protocol.ABNORMAL
             )
             frequent = count >= settings.WS_FREQUENT_DISCONNECTS

@@ -12,8 +12,8 @@ from django.conf import settings
 from chat import protocol
 from chat.protocol import Close
 from chat.selectors import messages_between, replay_window
-from sessions_app import metrics
-from sessions_app.db import DatabaseUnavailable, db_call
+from ops import metrics
+from ops.db import DatabaseUnavailable, db_call
 
 
 class OrderedDelivery:

@@ -204,11 +204,6 @@ def message_frame(message: Any) -> dict[str, Any]:
     }
 
 
-def thread_group(thread_id: str) -> str:
-    """The channel-layer group of a thread: the one place group names are made."""
-    return f"thread.{thread_id}"
-
-
 def dumps(data: dict[str, Any]) -> str:
     """Serialize a server frame compactly."""
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

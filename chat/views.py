@@ -12,6 +12,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts import throttle, tokens
+from accounts.auth import api_user
 from chat import protocol
 from chat.selectors import (
     messages_after,
@@ -21,8 +23,6 @@ from chat.selectors import (
     threads_for_user,
 )
 from chat.services import ThreadExists, UnknownMembers, thread_create
-from sessions_app import throttle, tokens
-from sessions_app.auth import api_user
 
 MAX_HISTORY_LIMIT = 500
 DEFAULT_HISTORY_LIMIT = 100

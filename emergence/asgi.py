@@ -11,17 +11,12 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from chat.routing import websocket_urlpatterns  # noqa: E402
-from emergence import daphne_compat  # noqa: E402
-from sessions_app.liveness import LivenessShortcut  # noqa: E402
-from sessions_app.middleware import (  # noqa: E402
+from accounts.middleware import (  # noqa: E402
     AllowedHostsOriginValidator,
     AuthMiddlewareStack,
 )
-
-# Daphne refuses close codes 1001-2999 (1008, 1009, 1011-1013 are in our table),
-# and its SIGTERM handler crashed before cancelling any app (no 1012 drain).
-daphne_compat.apply()
+from chat.routing import websocket_urlpatterns  # noqa: E402
+from ops.liveness import LivenessShortcut  # noqa: E402
 
 # Everything loaded so far lives as long as the process: keep it out of the
 # collector's full passes. A full collection of a Daphne holding 1,000 sockets paused

@@ -42,6 +42,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "emergence.apps.EmergenceConfig",
+    "ops",
+    "accounts",
+    "realtime",
     "sessions_app",
     "chat",
 ]
@@ -49,7 +53,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "sessions_app.middleware.DatabaseHealthMiddleware",
+    "ops.middleware.DatabaseHealthMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -94,9 +98,9 @@ _db = DATABASES["default"]
 # Health checks: a connection is tested before reuse. With the pool this becomes the
 # pool's `check` (ConnectionPool.check_connection on every checkout): a terminated
 # backend is discarded instead of failing a query, and the next pooled connection is
-# tried after psycopg_pool's backoff, which sessions_app/pool.py caps (the library's
-# 1 s first delay outlasted DB_POOL_TIMEOUT: every checkout that met two dead
-# connections failed). Measured in tests/faults/test_database.py.
+# tried after psycopg_pool's backoff, which emergence/compat/psycopg_pool.py caps
+# (the library's 1 s first delay outlasted DB_POOL_TIMEOUT: every checkout that
+# met two dead connections failed). Measured in tests/faults/test_database.py.
 _db["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
 DB_POOL = env.bool("DB_POOL", default=True)
 DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=10)
@@ -106,7 +110,7 @@ if _db["ENGINE"] == "django.db.backends.postgresql" and DB_POOL:
     # leak or go stale (Django docs, "Persistent connections" / ASGI note). psycopg 3's
     # pool is shared by every thread of the process, so we use it and keep
     # CONN_MAX_AGE at 0 (Django refuses both together). The pool timeout is short:
-    # our retry helper (sessions_app/db.py) owns waiting and backoff, not the pool.
+    # our retry helper (ops/db.py) owns waiting and backoff, not the pool.
     _db["CONN_MAX_AGE"] = 0
     _db.setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
@@ -124,10 +128,11 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
     )
 
 # psycopg_pool's reconnect and dead-connection backoff: first delay and ceiling, in
-# seconds (sessions_app/pool.py says why the library's 1 s doubling is too slow).
+# seconds (emergence/compat/psycopg_pool.py says why the library's 1 s doubling
+# is too slow).
 DB_POOL_BACKOFF_INITIAL = env.float("DB_POOL_BACKOFF_INITIAL", default=0.05)
 DB_POOL_BACKOFF_MAX = env.float("DB_POOL_BACKOFF_MAX", default=0.5)
-# Threads that run ORM work for sockets (sessions_app/db.py): one per pooled
+# Threads that run ORM work for sockets (ops/db.py): one per pooled
 # connection, so neither waits on the other.
 DB_THREADS = env.int("DB_THREADS", default=DB_POOL_MAX_SIZE)
 DB_MAX_RETRIES = env.int("DB_MAX_RETRIES", default=3)
@@ -278,13 +283,13 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"instance": {"()": "emergence.logs.InstanceFilter"}},
+    "filters": {"instance": {"()": "ops.logs.InstanceFilter"}},
     "formatters": {
         "text": {
             "format": "%(asctime)s %(levelname)s %(name)s [%(instance)s] %(message)s",
         },
         "json": {
-            "()": "emergence.logs.JsonFormatter",
+            "()": "ops.logs.JsonFormatter",
         },
     },
     "handlers": {
@@ -304,8 +309,8 @@ LOGGING = {
     },
 }
 
-# A Redis outage is one WARNING stream, not an ERROR flood (emergence/logs.py).
-LOGGING["filters"]["redis_outage"] = {"()": "emergence.logs.RedisOutageFilter"}
+# A Redis outage is one WARNING stream, not an ERROR flood (ops/logs.py).
+LOGGING["filters"]["redis_outage"] = {"()": "ops.logs.RedisOutageFilter"}
 LOGGING["handlers"]["console"]["filters"].append("redis_outage")
 
 # Connections of this process's shared-state client (presence, metrics); callers
@@ -350,11 +355,11 @@ if SECURE_HSTS_SECONDS and not SECURE_HSTS_PRELOAD:
     SILENCED_SYSTEM_CHECKS.append("security.W021")
 
 # Records are formatted and written by a thread, off the event loop
-# (emergence/logs.py); the test run keeps them synchronous for caplog and capsys.
+# (ops/logs.py); the test run keeps them synchronous for caplog and capsys.
 LOG_QUEUE = env.bool("LOG_QUEUE", default=not TESTING)
 
 # Python warnings go through logging too (logger py.warnings): JSON like the rest.
-LOGGING_CONFIG = "emergence.logs.configure"
+LOGGING_CONFIG = "ops.logs.configure"
 # Daphne's access log (python -m emergence.server): logger daphne.access, INFO.
 ACCESS_LOG = env.bool("ACCESS_LOG", default=True)
 LOGGING["loggers"]["daphne.access"] = {"level": "INFO" if ACCESS_LOG else "WARNING"}

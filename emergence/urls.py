@@ -4,9 +4,10 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from accounts.views import LoginView
 from chat import views as chat_views
-from emergence.views import LoginView
-from sessions_app import views as health_views
+from ops import views as health_views
+from sessions_app import views as session_views
 
 urlpatterns = [
     path("", chat_views.chat_page, name="chat"),
@@ -24,5 +25,5 @@ urlpatterns = [
     path("health/liveness", health_views.liveness, name="liveness"),
     path("health/readiness", health_views.readiness_view, name="readiness"),
     path("metrics", health_views.prometheus_metrics, name="metrics"),
-    path("ws-metrics", health_views.ws_metrics_view, name="ws-metrics"),
+    path("ws-metrics", session_views.ws_metrics_view, name="ws-metrics"),
 ]

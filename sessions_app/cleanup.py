@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat.protocol import thread_group
-from sessions_app import metrics, presence, shared
-from sessions_app.batching import Coalescer
-from sessions_app.db import DatabaseUnavailable, db_call
-from sessions_app.presence import store
+from ops import metrics
+from ops import redis_client as shared
+from ops.batching import Coalescer
+from ops.db import DatabaseUnavailable, db_call
+from realtime import presence
+from realtime.groups import thread_group
+from realtime.presence import store
 from sessions_app.services import (
     SocketClosed,
     session_detach_many,
@@ -77,6 +79,9 @@ def schedule(detach: Detach) -> None:
 def pending_count() -> int:
     """Cleanups waiting for their grace period in this process."""
     return len(_pending) + len(_running)
+
+
+metrics.PENDING_CLEANUPS.set_function(pending_count)
 
 
 async def run(detach: Detach) -> None:

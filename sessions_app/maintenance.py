@@ -10,7 +10,7 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from sessions_app.db import db_call_sync
+from ops.db import db_call_sync
 from sessions_app.models import ChatSession, ConnectionEvent
 
 BATCH_SIZE = 1000

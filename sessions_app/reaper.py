@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from ops.db import db_call
+from ops.redis_client import warn_shared_failure
+from realtime.presence import store
 from sessions_app.cleanup import broadcast_presence
-from sessions_app.db import db_call
-from sessions_app.presence import store
 from sessions_app.selectors import active_session_ids
 from sessions_app.services import session_mark_idle_many
-from sessions_app.shared import warn_shared_failure
 
 logger = logging.getLogger(__name__)
 

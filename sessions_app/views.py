@@ -1,53 +1,10 @@
-"""Health endpoints (PROTOCOL.md §1)."""
-
-import ipaddress
+"""GET /ws-metrics: the shared disconnect figures (PROTOCOL.md §1)."""
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from django.http import HttpRequest, JsonResponse
 
-from sessions_app import cleanup, metrics, presence
-from sessions_app.auth import api_user
-from sessions_app.health import readiness
-from sessions_app.liveness import liveness_payload
-
-
-async def liveness(request: HttpRequest) -> JsonResponse:
-    """GET /health/liveness (under ASGI, sessions_app.liveness answers it first)."""
-    return JsonResponse(liveness_payload())
-
-
-async def readiness_view(request: HttpRequest) -> JsonResponse:
-    """GET /health/readiness: 200 when every dependency is up, else 503."""
-    report = await readiness()
-    return JsonResponse(report, status=200 if report["overall"] == "up" else 503)
-
-
-async def api_health(request: HttpRequest) -> JsonResponse:
-    """GET /api/health: a plain liveness answer for API clients."""
-    return JsonResponse({"status": "ok", "message": "Emergence is running"})
-
-
-def _metrics_client_allowed(request: HttpRequest) -> bool:
-    networks = settings.METRICS_ALLOWED_NETWORKS
-    if not networks:
-        return True
-    try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
-
-
-def prometheus_metrics(request: HttpRequest) -> HttpResponse:
-    """GET /metrics: this process's Prometheus figures (scraper networks only)."""
-    if not _metrics_client_allowed(request):
-        return JsonResponse({"error": "forbidden"}, status=403)
-    metrics.ACTIVE_SOCKETS.set(presence.local_socket_count())
-    metrics.PRESENCE_SIZE.set(presence.local_socket_count())
-    metrics.PENDING_CLEANUPS.set(cleanup.pending_count())
-    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+from accounts.auth import api_user
+from realtime import figures
 
 
 async def ws_metrics_view(request: HttpRequest) -> JsonResponse:
@@ -57,5 +14,5 @@ async def ws_metrics_view(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "authentication required"}, status=401)
     if not user.is_staff:
         return JsonResponse({"error": "staff only"}, status=403)
-    figures = await metrics.ws_metrics()
-    return JsonResponse({"status": "ok", "metrics": figures})
+    figures_now = await figures.ws_metrics()
+    return JsonResponse({"status": "ok", "metrics": figures_now})

@@ -8,6 +8,8 @@ import pytest
 import redis
 from django.conf import settings
 
+pytest_plugins = ["tests.fixtures"]
+
 
 def _reachable(url: str, default_port: int) -> str | None:
     parsed = urlparse(url)
@@ -78,7 +80,7 @@ def bob(make_user):
 
 @pytest.fixture
 def token_for():
-    from sessions_app.tokens import token_issue
+    from accounts.tokens import token_issue
 
     def issue(user, ttl_seconds=None):
         return token_issue(

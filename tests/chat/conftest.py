@@ -2,12 +2,10 @@
 
 import pytest
 
-from tests.sessions_app.conftest import (  # noqa: F401 - shared fixtures
-    _fast_password_hasher,
-    db_outage,
-    fresh_channel_layer,
-    log_events,
-)
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(fast_password_hasher):
+    """Users made here are never logged in by a Daphne subprocess."""
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from chat.models import Message, Thread
-from chat.protocol import thread_group
+from realtime.groups import thread_group
 from sessions_app.models import ChatSession, ConnectionEvent
 
 pytestmark = [

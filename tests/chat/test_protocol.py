@@ -281,4 +281,6 @@ def test_dumps_is_compact_and_keeps_unicode():
 
 
 def test_thread_group_name():
-    assert protocol.thread_group("room-1") == "thread.room-1"
+    from realtime.groups import thread_group
+
+    assert thread_group("room-1") == "thread.room-1"

@@ -140,7 +140,7 @@ async def test_terminated_backends_pooled(daphne, clients, alice, bob, token_for
     )
     assert not [f for c in (first, second) for f in c.of_type("error")]
     # The pool's check discards the dead connections and, with its backoff capped
-    # (sessions_app/pool.py), finds a live one within the checkout timeout.
+    # (emergence/compat/psycopg_pool.py), finds a live one within the checkout timeout.
     assert not lost, lost
     await first.close()
     await second.close()

@@ -16,8 +16,10 @@ from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from sessions_app import metrics, shared, tokens
-from sessions_app.durations import parse_duration
+from accounts import tokens
+from ops import redis_client as shared
+from ops.durations import parse_duration
+from realtime import figures as shared_figures
 from sessions_app.maintenance import session_purge
 from sessions_app.models import ChatSession, ConnectionEvent
 from tests.commands import manage
@@ -249,7 +251,7 @@ def test_dbcheck_cli_exit_codes():
 def figures(**kwargs):
     async def read():
         try:
-            return await metrics.ws_metrics(**kwargs)
+            return await shared_figures.ws_metrics(**kwargs)
         finally:
             await shared.redis_client().aclose()
 
@@ -260,9 +262,10 @@ def figures(**kwargs):
 def disconnects():
     async def record():
         try:
-            await metrics.record_disconnect("alice", "normal_closure", abnormal=False)
-            await metrics.record_disconnect("alice", "abnormal_closure", abnormal=True)
-            await metrics.record_disconnect("bob", "going_away", abnormal=False)
+            record = shared_figures.record_disconnect
+            await record("alice", "normal_closure", abnormal=False)
+            await record("alice", "abnormal_closure", abnormal=True)
+            await record("bob", "going_away", abnormal=False)
         finally:
             await shared.redis_client().aclose()
 

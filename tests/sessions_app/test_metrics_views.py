@@ -20,7 +20,6 @@ def test_prometheus_metrics_from_loopback(client):
         "emergence_detach_cleanups_total",
         "emergence_replayed_messages_total",
         "emergence_message_handling_seconds",
-        "emergence_presence_local_sockets",
         "emergence_detach_pending",
     ):
         assert name in body, name

@@ -6,8 +6,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from sessions_app.db import DatabaseUnavailable, db_call_sync
-from sessions_app.durations import duration_arg
+from ops.db import DatabaseUnavailable, db_call_sync
+from ops.durations import duration_arg
 from sessions_app.maintenance import (
     connection_event_prune,
     connection_event_prune_count,

@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from sessions_app.db import DatabaseUnavailable, db_call_sync
+from ops.db import DatabaseUnavailable, db_call_sync
 from sessions_app.maintenance import session_purge, session_purge_count
 
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sessions_app.db import DatabaseUnavailable
+from ops.db import DatabaseUnavailable
 from sessions_app.reaper import reap
 
 
