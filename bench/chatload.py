@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from bench.harness import urlopen
+from bench.servers import urlopen
 
 logger = logging.getLogger(__name__)
 

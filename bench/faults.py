@@ -58,8 +58,9 @@ from bench.chatload import (
     settle,
     wait_all_ready,
 )
-from bench.harness import Cluster, Server
+from bench.harness import Cluster
 from bench.infra import PrivatePostgres, PrivateRedis
+from bench.servers import Server
 
 logger = logging.getLogger("bench.faults")
 

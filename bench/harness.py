@@ -1,7 +1,7 @@
 """What a benchmark starts and stops: the database, the servers under test, tokens.
 
-Every server is a real process on a loopback port, started by the benchmark and
-stopped by it (SIGTERM, then SIGKILL). Four kinds are measured side by side:
+Every server is a real process on a loopback port (bench/servers.py), started by the
+benchmark and stopped by it (SIGTERM, then SIGKILL). Four kinds are measured:
 
 - ``emergence``: this project on Daphne (`python -m emergence.server`), as `make run`
   serves it but on PostgreSQL + Redis with DEBUG off;
@@ -17,21 +17,18 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.servers import ROOT, SERVERS, Server, clean_environ, urlopen
+
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 DB_NAME = os.environ.get("BENCH_DB", "emergence_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -39,25 +36,6 @@ USERNAME = "bench"
 PASSWORD = "bench-password-1"
 SECRET_KEY = "bench-secret-key-0123456789abcdef0123456789abcdef"
 EMERGENCE_KINDS = ("emergence", "uvicorn")
-KINDS = ("emergence", "uvicorn", "channels-echo", "websockets-echo")
-# Daphne options as the Makefile's `make run` passes them.
-DAPHNE_FLAGS = [
-    "--ping-interval",
-    "20",
-    "--ping-timeout",
-    "60",
-    "--application-close-timeout",
-    "10",
-    "--websocket_connect_timeout",
-    "15",
-]
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def database_url(application_name: str = "emergence-bench", dsn: str = "") -> str:
@@ -84,15 +62,6 @@ def prepare_database(pg: str = "", **extra: str) -> None:
         check=True,
         capture_output=True,
     )
-
-
-def clean_environ() -> dict[str, str]:
-    """This environment minus anything a test runner or a shell set for Django."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "PYTEST_", "TEST_"))
-    }
 
 
 def emergence_env(
@@ -137,174 +106,6 @@ def echo_env(*, prefix: str, layer: str = "pubsub") -> dict[str, str]:
     return env
 
 
-@dataclass
-class Server:
-    """One server process under test on a loopback port, with its log file."""
-
-    kind: str
-    name: str
-    env: dict[str, str]
-    log_dir: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-    _log: Any = None
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"{self.kind}-{self.name}-{self.port}.log"
-
-    def command(self) -> list[str]:
-        py, port = sys.executable, str(self.port)
-        if self.kind == "emergence":
-            return [
-                py,
-                "-m",
-                "emergence.server",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                port,
-                *DAPHNE_FLAGS,
-                "emergence.asgi:application",
-            ]
-        if self.kind == "uvicorn":
-            return [
-                py,
-                "-m",
-                "uvicorn",
-                "emergence.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                port,
-                "--lifespan",
-                "off",
-                # Daphne compresses nothing and logs through the app's logging.
-                "--ws",
-                "websockets-sansio",
-                "--ws-per-message-deflate",
-                "false",
-                "--log-level",
-                "warning",
-                "--ws-ping-interval",
-                "20",
-                "--ws-ping-timeout",
-                "60",
-                "--timeout-graceful-shutdown",
-                "10",
-            ]
-        if self.kind == "channels-echo":
-            return [
-                py,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                port,
-                *DAPHNE_FLAGS,
-                "bench.echo.asgi:application",
-            ]
-        if self.kind == "websockets-echo":
-            return [py, "-m", "bench.echo.ws_server", "--port", port]
-        raise ValueError(f"unknown server kind {self.kind!r}")
-
-    def start(self, timeout: float = 30.0) -> Server:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            self.command(),
-            cwd=ROOT,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} {self.name} exited: {self.tail()}")
-            try:
-                with urlopen(f"{self.http}/health/liveness", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.kind} {self.name} did not start: {self.tail()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-        stop_process(self.proc, sig, timeout)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def kill(self) -> None:
-        """kill -9: no chance to clean up."""
-        self.stop(signal.SIGKILL)
-
-    def rss_kib(self) -> int:
-        """Resident set size of the server process, from /proc."""
-        assert self.proc is not None
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
-
-    def tail(self, lines: int = 20) -> str:
-        if not self.log_path.exists():
-            return ""
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def records(self) -> list[dict[str, Any]]:
-        """JSON log records written so far (other lines skipped)."""
-        return json_records(self.log_path)
-
-
-def stop_process(
-    proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 15.0
-) -> None:
-    """Send `sig` and wait for the process; SIGKILL it if it outlives `timeout`."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-def json_records(path: Path) -> list[dict[str, Any]]:
-    """The JSON log records of a file, one per line (other lines skipped)."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
-
-
-def urlopen(url: str, data: bytes | None = None, timeout: float = 10.0, **headers):
-    """urllib without any configured proxy: everything here is loopback."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(url, data=data, headers=headers)
-    return opener.open(request, timeout=timeout)
-
-
 def token(server: Server) -> str:
     """A JWT for the bench user from POST /api/token."""
     body = json.dumps({"username": USERNAME, "password": PASSWORD}).encode()
@@ -341,7 +142,7 @@ class Cluster:
                 env.update(extra)
             else:
                 env = echo_env(prefix=self.prefix, layer=layer)
-            self.servers.append(Server(kind, name, env, self.log_dir))
+            self.servers.append(SERVERS[kind](name, env, self.log_dir))
         self.token = ""
 
     @property

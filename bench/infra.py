@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from bench.harness import free_port, stop_process
+from bench.servers import free_port, stop_process
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from typing import Any
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bench.harness import Cluster, Server
+from bench.harness import Cluster
+from bench.servers import Server
 
 OPEN_TIMEOUT = 30.0
 

@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import PASSWORD, ROOT, USERNAME, Server, clean_environ
+from bench.harness import PASSWORD, USERNAME
+from bench.servers import ROOT, Server, clean_environ
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

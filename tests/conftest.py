@@ -1,6 +1,5 @@
 """Shared fixtures: real PostgreSQL and Redis, users, tokens, Daphne processes."""
 
-import os
 import socket
 from urllib.parse import urlparse
 
@@ -90,26 +89,17 @@ def token_for():
     return issue
 
 
-def pytest_configure(config):
-    # Subprocesses (Daphne) and this process share one Redis namespace per run.
-    os.environ.setdefault("EMERGENCE_TEST_RUN", str(os.getpid()))
-
-
 @pytest.fixture
 def daphne(transactional_db, tmp_path):
     """Start real Daphne processes (name, **env overrides); all stopped afterwards."""
+    from bench.servers import started
     from tests.servers import DaphneProcess
 
-    started = []
+    def make(name: str = "a", **env: str) -> DaphneProcess:
+        return DaphneProcess(name, tmp_path, **env)
 
-    def start(name: str = "a", **env: str) -> DaphneProcess:
-        proc = DaphneProcess(name, tmp_path, **env).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
+    with started(make) as start:
+        yield start
 
 
 def assert_no_errors(proc) -> None:

@@ -14,8 +14,8 @@ import pytest
 from django.db import connection
 
 from bench.run import Target
+from bench.servers import ROOT, clean_environ
 from tests.e2e.wsclient import append_figure
-from tests.servers import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +27,7 @@ def bench_env() -> dict[str, str]:
     """The bench on the test run's PostgreSQL server and Redis, in its own database."""
     db = connection.settings_dict
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "PYTEST_", "TEST_"))
-    }
+    env = clean_environ()
     env.update(
         BENCH_PG=f"postgres://{db.get('USER') or 'postgres'}{password}@"
         f"{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}",

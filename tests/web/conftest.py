@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.page import CHROMIUM, CHROMIUM_ARGS
+from bench.servers import started
 from tests.e2e.wsclient import isolated_daphne
 from tests.servers import ROOT, DaphneProcess, subprocess_env
 
@@ -41,19 +42,13 @@ def static_root(tmp_path_factory) -> Path:
 def daphne(transactional_db, tmp_path, static_root):
     """Start Daphnes (name, port=None, **env) serving the collected static files,
     with Redis keys of this test's own (tests/e2e/wsclient.isolated_daphne)."""
-    started: list[DaphneProcess] = []
 
-    def start(name: str = "a", port: int | None = None, **env: str) -> DaphneProcess:
+    def make(name: str = "a", port: int | None = None, **env: str) -> DaphneProcess:
         env = {"STATIC_ROOT": str(static_root), **env}
-        proc = DaphneProcess(name, tmp_path, port=port, **env).start()
-        started.append(proc)
-        return proc
+        return DaphneProcess(name, tmp_path, port=port, **env)
 
-    try:
+    with started(make) as start:
         yield from isolated_daphne(start)
-    finally:
-        for proc in started:
-            proc.stop()
 
 
 @pytest.fixture(autouse=True)
