@@ -9,16 +9,24 @@ DAPHNE_FLAGS := --ping-interval 20 --ping-timeout 60 --application-close-timeout
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/emergence
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test test-py test-js lint format migrate demo-user clean venv bench \
+.PHONY: run test test-py test-js lint format migrate demo-user clean venv venv-dev bench \
 	bench-quick faults faults-quick
 
-$(BIN)/.installed: requirements.txt
+# Two stamps: `make run` needs the runtime only (requirements.txt, as in the image);
+# tests, bench and lint add requirements-dev.txt on top of it.
+$(BIN)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
 	touch $@
 
-venv: $(BIN)/.installed
+$(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(BIN)/.runtime
+
+venv-dev: $(BIN)/.dev
 
 migrate: venv
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput
@@ -32,7 +40,7 @@ run: demo-user
 		$(DAPHNE_FLAGS) emergence.asgi:application
 
 # Both suites always run; the target fails when either of them failed.
-test: venv
+test: venv-dev
 	@js=0; py=0; \
 	node --test tests/js/ || js=$$?; \
 	$(BIN)/pytest || py=$$?; \
@@ -40,7 +48,7 @@ test: venv
 		echo "make test: FAILED (node --test exit $$js, pytest exit $$py)"; exit 1; \
 	fi
 
-test-py: venv
+test-py: venv-dev
 	$(BIN)/pytest
 
 # The web client's pure logic (static/chat/app.js) under node's own test runner.
@@ -49,24 +57,24 @@ test-js:
 
 # Benchmarks (bench/): every figure of issue 6 against the baselines, ~30 min;
 # writes bench/RESULTS.md and bench/results/latest.json. The quick form is CI's.
-bench: venv
+bench: venv-dev
 	$(BIN)/python -m bench.run
 
-bench-quick: venv
+bench-quick: venv-dev
 	$(BIN)/python -m bench.run --quick --out test-artifacts/bench
 
 # Fault injection (bench/faults.py): real PostgreSQL, Redis and process faults.
-faults: venv
+faults: venv-dev
 	$(BIN)/python -m bench.faults --json bench/results/faults.json
 
-faults-quick: venv
+faults-quick: venv-dev
 	$(BIN)/python -m bench.faults --quick --json test-artifacts/bench/faults-quick.json
 
-lint: venv
+lint: venv-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: venv
+format: venv-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
