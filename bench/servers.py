@@ -231,7 +231,9 @@ class Uvicorn(Server):
             sys.executable,
             "-m",
             "uvicorn",
-            "emergence.asgi:application",
+            # Log queue and gc freeze as under Daphne (emergence.server).
+            "--factory",
+            "bench.uvicorn_app:application",
             "--host",
             "127.0.0.1",
             "--port",

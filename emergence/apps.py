@@ -19,6 +19,7 @@ class EmergenceConfig(AppConfig):
 
         # Before the first database connection creates Django's pool, and before
         # Daphne's server object exists (it is made after the application loads).
+        # A patch whose target is gone stops the start-up here (compat/guard.py).
         compat.apply()
         if not settings.REDIS_URL:
             logger.warning(

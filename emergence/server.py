@@ -5,14 +5,19 @@ goes through logging (logger `daphne.access`, one structured record per request 
 WebSocket step) instead of being written raw to stdout: with LOG_FORMAT=json it is
 JSON like every other line. Daphne keeps an access log when it would write one
 (verbosity >= 1 or --access-log); the logging configuration decides where it goes
-(ACCESS_LOG=false silences it).
+(ACCESS_LOG=false silences it). Once the application is loaded and before it serves,
+the server moves log writing to a thread (LOG_QUEUE) and freezes the objects loaded
+so far out of the garbage collector's full passes.
 """
 
+import gc
 import logging
 from typing import Any
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
+
+from ops import logs
 
 access_logger = logging.getLogger("daphne.access")
 
@@ -58,13 +63,30 @@ class AccessLog:
             )
 
 
+def prepare_to_serve() -> None:
+    """Ready a process whose application is loaded to serve: log queue, gc freeze."""
+    # Log writes leave the event loop here and only here (ops/logs.py says why).
+    logs.start_log_queue()
+    # Everything loaded so far lives as long as the process: keep it out of the
+    # collector's full passes. A full collection of a Daphne holding 1,000 sockets
+    # paused the loop for 100-260 ms, about a third of it spent re-scanning these
+    # objects.
+    gc.freeze()
+
+
 class LoggingServer(Server):
-    """Daphne's server with AccessLog in place of the stream-writing generator."""
+    """Daphne's server: AccessLog for its access log, the process readied to serve."""
 
     def __init__(self, *args: Any, action_logger: Any = None, **kwargs: Any) -> None:
         if action_logger is not None:
             action_logger = AccessLog()
         super().__init__(*args, action_logger=action_logger, **kwargs)
+
+    def run(self) -> None:
+        """Start the log queue, freeze the loaded objects, then serve."""
+        # Daphne's CLI has loaded the application (Django set up) by now.
+        prepare_to_serve()
+        super().run()
 
 
 class LoggingCommandLineInterface(CommandLineInterface):

@@ -23,7 +23,14 @@ def configure(logging_settings: dict[str, Any]) -> None:
     # two-line text, the only lines of a JSON log that are not JSON.
     logging.captureWarnings(True)
     logging.config.dictConfig(logging_settings)
-    if getattr(settings, "LOG_QUEUE", False):
+
+
+def start_log_queue() -> None:
+    """With LOG_QUEUE, have a thread format and write the records from now on."""
+    # Called by the server before it serves (emergence/server.py), never at setup:
+    # a command has no event loop to protect, and a record queued at its exit was
+    # written after Django's own last words (a CommandError's message).
+    if settings.LOG_QUEUE:
         _move_root_handlers_to_thread()
 
 

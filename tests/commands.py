@@ -18,11 +18,13 @@ STRIPPED_PREFIXES = (
     "CSRF_COOKIE_",
     "LOG_REPORT_",
 )
-STRIPPED = {"DEBUG", "TESTING", "SECRET_KEY", "ALLOWED_HOSTS", "LOG_FORMAT"}
+STRIPPED = {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "LOG_FORMAT"}
 
 
-def manage(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
-    """Run `manage.py ARGS` with DEBUG=0 on the test database and Redis (or `env`)."""
+def manage(
+    *args: str, timeout: float = 60, **env: str | None
+) -> subprocess.CompletedProcess:
+    """Run `manage.py ARGS` with DEBUG=0 on the test services; `env` (None: unset)."""
     environment = {
         k: v
         for k, v in os.environ.items()
@@ -34,9 +36,13 @@ def manage(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedP
             "SECRET_KEY": settings.SECRET_KEY,
             "DATABASE_URL": test_database_url("emergence-command"),
             "REDIS_URL": settings.REDIS_URL,
-            **env,
         }
     )
+    for name, value in env.items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,

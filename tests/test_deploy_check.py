@@ -1,4 +1,4 @@
-"""`manage.py check --deploy` with production settings reports no issue."""
+"""Production settings: `check --deploy` reports no issue, no secret, no start."""
 
 import secrets
 import subprocess
@@ -48,3 +48,17 @@ def test_weakening_a_setting_is_reported(env, check):
     done = check_deploy(**env)
     assert done.returncode != 0
     assert check in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("env", [{}, {"TESTING": "1"}, {"DEBUG": "0"}])
+def test_without_a_secret_key_the_production_settings_refuse_to_load(env):
+    done = manage("check", **{"DEBUG": None, **env, "SECRET_KEY": None})
+    assert done.returncode != 0
+    assert "ImproperlyConfigured: Set the SECRET_KEY environment variable" in (
+        done.stderr
+    )
+
+
+def test_debug_alone_has_a_development_key():
+    done = manage("check", DEBUG="1", SECRET_KEY=None)
+    assert done.returncode == 0, done.stdout + done.stderr

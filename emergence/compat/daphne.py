@@ -1,4 +1,4 @@
-"""Two fixes to Daphne 4.2, applied once at import of the ASGI app.
+"""Two fixes to Daphne 4.2, applied once at start-up (EmergenceConfig.ready).
 
 1. Let Daphne send every registered WebSocket close code (PROTOCOL.md §2).
 
@@ -15,7 +15,19 @@ connection that has not started its application yet (an idle keep-alive HTTP
 connection) has none: the KeyError aborted the trigger, no application was
 cancelled, and every socket was dropped (1006) instead of closed with 1012. Its
 gather also ended at the first cancelled app, so the rest were not waited for.
+
+Both replace private methods of the 4.2 series (guard.py checks the version and
+their shape before patching).
 """
+
+import asyncio
+import logging
+from typing import Any
+
+from emergence.compat import guard
+
+# The daphne releases both fixes were written for.
+SERIES = "4.2"
 
 # RFC 6455 section 7.4.1 and the IANA registry: codes an endpoint may send.
 SENDABLE_CODES = frozenset(
@@ -24,22 +36,61 @@ SENDABLE_CODES = frozenset(
 
 
 def apply() -> None:
-    """Apply both fixes (no-op without Daphne)."""
-    allow_registered_close_codes()
-    cancel_applications_on_shutdown()
-
-
-def cancel_applications_on_shutdown() -> None:
-    """Patch Server.kill_all_applications: skip connections without an app."""
+    """Apply both fixes once, after the guard; no-op without Daphne."""
     try:
         from daphne.server import Server
+        from daphne.ws_protocol import WebSocketProtocol
     except ImportError:  # another ASGI server: nothing to patch
         return
-    if getattr(Server.kill_all_applications, "emergence_patched", False):
+    check_targets(WebSocketProtocol, Server)
+    if is_patched(WebSocketProtocol.serverClose) and is_patched(
+        Server.kill_all_applications
+    ):
         return
-    import asyncio
-    import logging
+    if not guard.version_matches("daphne", SERIES, __name__):
+        return
+    allow_registered_close_codes(WebSocketProtocol)
+    cancel_applications_on_shutdown(Server)
 
+
+def check_targets(protocol: type, server: type) -> None:
+    """The methods both fixes replace or call, with the parameters they expect."""
+    guard.require(protocol, "serverClose", patch=__name__, parameters=("self", "code"))
+    guard.require(
+        protocol,
+        "sendCloseFrame",
+        patch=__name__,
+        parameters=("self", "code", "isReply"),
+        exact=False,
+    )
+    guard.require(server, "kill_all_applications", patch=__name__, parameters=("self",))
+
+
+def is_patched(function: Any) -> bool:
+    """True for a replacement made by this module."""
+    return getattr(function, "emergence_patched", False)
+
+
+def allow_registered_close_codes(protocol: type) -> None:
+    """Replace WebSocketProtocol.serverClose: registered codes via sendCloseFrame."""
+    original = protocol.serverClose
+    if is_patched(original):
+        return
+
+    def server_close(self, code=None):
+        if code in SENDABLE_CODES:
+            self.sendCloseFrame(code=code, isReply=False)
+        else:
+            original(self, code=code)
+
+    server_close.emergence_patched = True
+    protocol.serverClose = server_close
+
+
+def cancel_applications_on_shutdown(server: type) -> None:
+    """Replace Server.kill_all_applications: skip connections without an app."""
+    if is_patched(server.kill_all_applications):
+        return
     from twisted.internet import defer
 
     logger = logging.getLogger("daphne.server")
@@ -61,24 +112,4 @@ def cancel_applications_on_shutdown() -> None:
         return wait_deferred
 
     kill_all_applications.emergence_patched = True
-    Server.kill_all_applications = kill_all_applications
-
-
-def allow_registered_close_codes() -> None:
-    """Patch daphne's WebSocketProtocol.serverClose once; no-op without Daphne."""
-    try:
-        from daphne.ws_protocol import WebSocketProtocol
-    except ImportError:  # another ASGI server: nothing to patch
-        return
-    original = WebSocketProtocol.serverClose
-    if getattr(original, "emergence_patched", False):
-        return
-
-    def server_close(self, code=None):
-        if code in SENDABLE_CODES:
-            self.sendCloseFrame(code=code, isReply=False)
-        else:
-            original(self, code=code)
-
-    server_close.emergence_patched = True
-    WebSocketProtocol.serverClose = server_close
+    server.kill_all_applications = kill_all_applications

@@ -223,14 +223,22 @@ def test_stopping_the_listener_writes_out_everything_queued():
     assert [line["n"] for line in lines] == list(range(500))
 
 
-def test_configure_moves_the_handlers_only_with_log_queue(settings, monkeypatch):
+def test_configure_never_moves_the_handlers(settings, monkeypatch):
     moved, configured = [], []
     monkeypatch.setattr(logs, "_move_root_handlers_to_thread", lambda: moved.append(1))
     monkeypatch.setattr(logging.config, "dictConfig", configured.append)
     config = {"version": 1}
-    settings.LOG_QUEUE = False
-    logs.configure(config)
-    assert (configured, moved) == ([config], [])
     settings.LOG_QUEUE = True
     logs.configure(config)
-    assert (configured, moved) == ([config, config], [1])
+    assert (configured, moved) == ([config], [])
+
+
+def test_the_server_starts_the_queue_only_with_log_queue(settings, monkeypatch):
+    moved = []
+    monkeypatch.setattr(logs, "_move_root_handlers_to_thread", lambda: moved.append(1))
+    settings.LOG_QUEUE = False
+    logs.start_log_queue()
+    assert moved == []
+    settings.LOG_QUEUE = True
+    logs.start_log_queue()
+    assert moved == [1]

@@ -1,0 +1,28 @@
+"""emergence.server readies the process before Daphne serves; asgi.py only builds."""
+
+import gc
+import importlib
+
+import pytest
+from daphne.server import Server
+
+from emergence.server import LoggingServer
+from ops import logs
+
+ENDPOINTS = ["tcp:port=0:interface=127.0.0.1"]  # never listened on
+
+
+def test_the_log_queue_and_the_freeze_come_before_serving(monkeypatch):
+    steps = []
+    monkeypatch.setattr(logs, "start_log_queue", lambda: steps.append("log queue"))
+    monkeypatch.setattr(gc, "freeze", lambda: steps.append("freeze"))
+    monkeypatch.setattr(Server, "run", lambda self: steps.append("serve"))
+    LoggingServer(application=None, endpoints=ENDPOINTS).run()
+    assert steps == ["log queue", "freeze", "serve"]
+
+
+# WhiteNoise warns that the test run never collected its static files.
+@pytest.mark.filterwarnings("ignore:No directory at")
+def test_importing_the_asgi_application_freezes_nothing():
+    importlib.import_module("emergence.asgi")
+    assert gc.get_freeze_count() == 0
