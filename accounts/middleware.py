@@ -65,7 +65,7 @@ class ChatAuthMiddleware(BaseMiddleware):
     socket's DB health check: it drops a dead connection and retries; when the DB
     stays down it never raises but marks the scope, so that the consumer can
     accept, send `db_unavailable` and close with 1013 (PROTOCOL.md §2). A separate
-    ping before it cost every connect a thread hop and a round trip (issue 6).
+    ping before it cost every connect a thread hop and a round trip.
     """
 
     async def __call__(self, scope, receive, send):

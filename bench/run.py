@@ -1,6 +1,6 @@
-"""`make bench`: every figure of issue 6 for Emergence and its baselines, one run.
+"""`make bench`: every figure for Emergence and its baselines, one run.
 
-    python -m bench.run            # the issue's sizes, 3 runs each (~30 min)
+    python -m bench.run            # full sizes, 3 runs each (~45 min)
     python -m bench.run --quick    # CI smoke: small sizes, 1 run (~2 min)
 
 Starts what it measures (Daphne/Uvicorn/echo servers over PostgreSQL + Redis on

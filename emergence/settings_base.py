@@ -151,7 +151,7 @@ REDIS_RETRY_OPTIONS = {
 CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="emergence")
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="emergence")
 # Which channels_redis layer: "pubsub" (RedisPubSubChannelLayer, default) or "core"
-# (RedisChannelLayer). Why pubsub (bench/fanout.py, bench/RESULTS.md): a group send
+# (RedisChannelLayer). Why pubsub (the fan-out figure of bench/RESULTS.md): a group send
 # is one PUBLISH per instance, not one list push per socket, so fan-out cost grows
 # with instances, not sockets (1,000 sockets: last receiver 325 ms vs 673 ms on this
 # box); and on a Redis restart its sockets stay open (core's receive loop dies, so

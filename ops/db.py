@@ -55,7 +55,7 @@ def _guarded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 # runs on threads of its own in parallel, each borrowing from the psycopg pool
 # (database_sync_to_async returns the connection after every call). One thread per
 # pooled connection: asyncio's default executor has cpu_count + 4 threads (6 here),
-# which capped connects at ~65/s while the pool sat half idle (issue 6 profile).
+# which capped connects at ~65/s while the pool sat half idle (measured with py-spy).
 DB_EXECUTOR = ThreadPoolExecutor(
     max_workers=settings.DB_THREADS, thread_name_prefix="emergence-db"
 )

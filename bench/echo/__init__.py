@@ -1,1 +1,1 @@
-"""Baseline servers measured side by side with Emergence (issue 6)."""
+"""Baseline servers measured side by side with Emergence."""

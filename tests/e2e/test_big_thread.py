@@ -1,7 +1,7 @@
 """A thread with a thousand sockets and a steady stream must not take the server down.
 
 (Reported for the bare core layer at 2,000 sockets: redis TimeoutError, 1011 for
-everyone. bench/fanout.py measures the same at 2,000 sockets.)
+everyone. `make bench` measures fan-out to 1,000 sockets.)
 """
 
 import asyncio

@@ -1,4 +1,4 @@
-"""The issue 6 fault suite in its quick (CI) form, run as `python -m bench.faults`.
+"""The fault suite in its quick (CI) form, run as `python -m bench.faults`.
 
 It breaks its own private PostgreSQL and Redis (bench/infra.py) and its own Daphne
 processes for real; the machine's shared servers are never stopped. The invariants
