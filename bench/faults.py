@@ -74,8 +74,8 @@ INFRA_EVENTS = frozenset(
     {
         "db_unavailable",  # ops/db.py: the DB stayed down through retries
         "channel_layer_unavailable",  # chat/consumers.py: Redis (layer) lost
-        "broadcast_failed",  # chat/consumers.py: group_send to Redis failed
-        "group_discard_failed",  # chat/consumers.py: Redis gone at disconnect
+        "broadcast_failed",  # chat/sockets.py: group_send to Redis failed
+        "group_discard_failed",  # chat/sockets.py: Redis gone at disconnect
     }
 )
 # Library loggers whose ERRORs are connection failures to PostgreSQL. Not

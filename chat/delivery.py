@@ -5,84 +5,77 @@ live message beyond the next expected seq means the layer lost or reordered
 something, and the gap is read from the database first (docs/ARCHITECTURE.md).
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
 
 from chat import protocol
-from chat.protocol import Close
-from chat.selectors import messages_between, replay_window
+from chat.selectors import Replay, messages_between, replay_window
 from ops import metrics
-from ops.db import DatabaseUnavailable, db_call
+from ops.db import db_call
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class OrderedDelivery:
-    """Consumer mixin: replay, live delivery with gap fill, resync after an outage.
+    """One socket's delivery: replay, live messages with gap fill, resync.
 
-    Needs `params`, `last_sent_seq`, `ready`, `server_close_code`, `send_json`,
-    `refuse` and `refuse_db_unavailable` from the consumer.
+    Given only a way to send a frame. The database reads raise DatabaseUnavailable
+    having sent nothing out of order: the caller decides how the socket ends.
     """
 
-    async def chat_message(self, event: dict[str, Any]) -> None:
-        """A live message: in seq order, exactly once, gaps filled from the DB."""
-        seq = event["seq"]
-        if seq <= self.last_sent_seq or self.server_close_code:
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.last_sent_seq = 0
+
+    async def live(self, frame: dict[str, Any]) -> None:
+        """A live chat.message: in seq order, exactly once, gaps filled from the DB."""
+        seq = frame["seq"]
+        if seq <= self.last_sent_seq:
             return
         if seq > self.last_sent_seq + 1:
-            try:
-                missed = await db_call(
-                    messages_between,
-                    thread_id=event["thread_id"],
-                    after_seq=self.last_sent_seq,
-                    upto_seq=seq - 1,
-                    op="messages_between",
-                )
-            except DatabaseUnavailable:
-                # Never skip a seq: the client reconnects and resumes from its last.
-                return await self.refuse_db_unavailable()
-            for message in missed:
-                await self.send_message(protocol.message_frame(message))
-        await self.send_message(event)
-
-    async def chat_sync(self, event: dict[str, Any]) -> None:
-        """Redis came back: send what the layer may have dropped, from the database."""
-        if not self.ready or self.server_close_code:
-            return
-        replay = await self.load_replay(self.last_sent_seq)
-        if replay is None:
-            return  # the DB is down too: closed with 1013, the client resumes
-        if not replay.recovered:
-            # Too many to push: the client resumes, then fetches over HTTP.
-            return await self.refuse(Close.TRY_AGAIN_LATER)
-        for message in replay.messages:
-            await self.send_message(protocol.message_frame(message))
-
-    async def load_replay(self, after_seq: int | None) -> Any:
-        """The replay window, or None when the DB is down (the socket is closed)."""
-        assert self.params is not None
-        try:
-            return await db_call(
-                replay_window,
-                thread_id=self.params.thread_id,
-                after_seq=after_seq,
-                max_replay=settings.WS_MAX_REPLAY,
-                op="replay_window",
+            missed = await db_call(
+                messages_between,
+                thread_id=frame["thread_id"],
+                after_seq=self.last_sent_seq,
+                upto_seq=seq - 1,
+                op="messages_between",
             )
-        except DatabaseUnavailable:
-            await self.refuse_db_unavailable()
-            return None
+            for message in missed:
+                await self._send_next(protocol.message_frame(message))
+        await self._send_next(frame)
 
-    async def send_replay(self, replay: Any) -> None:
+    async def window(self, thread_id: str, after_seq: int | None) -> Replay:
+        """The replay window after `after_seq` (for a resume, or a resync)."""
+        return await db_call(
+            replay_window,
+            thread_id=thread_id,
+            after_seq=after_seq,
+            max_replay=settings.WS_MAX_REPLAY,
+            op="replay_window",
+        )
+
+    async def replay(self, replay: Replay) -> None:
         """Send replayed frames; everything up to the thread's seq counts as sent."""
         for message in replay.messages:
-            await self.send_json(protocol.message_frame(message))
+            await self._send(protocol.message_frame(message))
         metrics.REPLAYED.inc(len(replay.messages))
         sent = replay.messages[-1].seq if replay.messages else 0
         self.last_sent_seq = max(self.last_sent_seq, replay.last_seq, sent)
 
-    async def send_message(self, frame: dict[str, Any]) -> None:
+    async def resync(self, thread_id: str) -> bool:
+        """Send what the layer may have dropped; False when too many to push."""
+        replay = await self.window(thread_id, self.last_sent_seq)
+        if not replay.recovered:
+            return False
+        for message in replay.messages:
+            await self._send_next(protocol.message_frame(message))
+        return True
+
+    async def _send_next(self, frame: dict[str, Any]) -> None:
         """Send one chat.message if it is the next seq for this socket."""
         if frame["seq"] <= self.last_sent_seq:
             return
-        await self.send_json(frame)
+        await self._send(frame)
         self.last_sent_seq = frame["seq"]

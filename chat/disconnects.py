@@ -4,7 +4,7 @@ import logging
 
 from django.conf import settings
 
-from chat.protocol import ABNORMAL, reason_for
+from chat.protocol import ABNORMAL
 
 logger = logging.getLogger(__name__)
 
@@ -15,12 +15,13 @@ def log_disconnect(
     user: str,
     thread_id: str,
     code: int,
+    reason: str,
+    level: int,
     duration_s: float,
     frequent: bool = False,
     by_server: bool = False,
-) -> str:
-    """Log the close at the level the table says; return its reason name."""
-    reason, level = reason_for(code)
+) -> None:
+    """Log the close: `reason` and `level` from the table, adjusted for who closed."""
     if code == ABNORMAL and frequent:
         level = logging.WARNING
     if level >= logging.ERROR and not by_server:
@@ -50,4 +51,3 @@ def log_disconnect(
             "by_server": by_server,
         },
     )
-    return reason

@@ -143,6 +143,14 @@ def _storable(value: str) -> bool:
     return True
 
 
+def too_big(text: str | None, data: bytes | None, limit: int) -> bool:
+    """Whether a frame is over `limit` bytes (text encoded only when it may be)."""
+    size = len(data) if text is None else len(text)
+    if text is not None and size * 4 > limit:
+        size = len(text.encode("utf-8", "surrogatepass"))
+    return size > limit
+
+
 def parse_frame(text: str) -> Frame:
     """Parse and validate one client text frame; FrameError names what is wrong."""
     try:
@@ -184,6 +192,43 @@ def _parse_chat_message(data: dict[str, Any]) -> ChatMessageFrame:
     if not _storable(client_id) or not _storable(text):
         raise FrameError("bad_frame", "fields 'id' and 'text' must be valid text")
     return ChatMessageFrame(client_id, text)
+
+
+def established_frame(socket: Any, opened: Any, instance: str) -> dict[str, Any]:
+    """`ws:session_established` for a SocketContext and its SocketOpened."""
+    replay = opened.replay
+    return {
+        "type": "ws:session_established",
+        "session_id": socket.session_id,
+        "thread_id": socket.thread_id,
+        "user": socket.username,
+        "resumed": opened.resumed,
+        "last_seq": replay.last_seq,
+        "replay": len(replay.messages),
+        "recovered": replay.recovered,
+        "instance": instance,
+    }
+
+
+def presence_frame(
+    thread_id: str, joins: list[str], leaves: list[str]
+) -> dict[str, Any]:
+    """A `presence` frame."""
+    return {
+        "type": "presence",
+        "thread_id": thread_id,
+        "joins": joins,
+        "leaves": leaves,
+    }
+
+
+def resumed_frame(replay: Any) -> dict[str, Any]:
+    """The answer to a `resume`, before its replayed frames (`replay`: a Replay)."""
+    return {
+        "type": "resumed",
+        "replay": len(replay.messages),
+        "recovered": replay.recovered,
+    }
 
 
 def error_frame(code: str, detail: str) -> dict[str, str]:

@@ -73,8 +73,8 @@ def _existing(*, thread_id: str, user: Any, client_id: str) -> Message | None:
 def _next_seq(*, thread_id: str) -> int:
     """Bump the thread's seq and return it; the row stays locked until commit."""
     # One UPDATE ... RETURNING instead of SELECT FOR UPDATE + UPDATE: a round trip and
-    # an ORM query fewer per message (issue 6 profile). PostgreSQL and SQLite (3.35+)
-    # both take the row lock / write lock on the UPDATE.
+    # an ORM query fewer per message. PostgreSQL and SQLite (3.35+) both take the row
+    # lock / write lock on the UPDATE.
     quote = connection.ops.quote_name
     table = quote(Thread._meta.db_table)
     seq_column = quote(Thread._meta.get_field("last_seq").column)

@@ -152,20 +152,6 @@ class RedisPresence:
         )
         return Attached(bool(joined), sorted(m.decode() for m in members))
 
-    async def detach_start(self, thread_id, user, session_id, channel, marker) -> None:
-        [result] = await self.detach_start_many(
-            [(thread_id, user, session_id, channel, marker)]
-        )
-        if isinstance(result, Exception):
-            raise result
-
-    async def detach_finish(self, thread_id, user, session_id, marker) -> DetachOutcome:
-        detach = (thread_id, user, session_id, marker)
-        [result] = await self.detach_finish_many([detach])
-        if isinstance(result, Exception):
-            raise result
-        return result
-
     async def _run_scripts(self, name: str, body: str, calls: list) -> list:
         """Each (keys, args) through one script, one pipeline: results or errors."""
         script = self._script(name, body)
@@ -176,7 +162,7 @@ class RedisPresence:
             return await pipe.execute(raise_on_error=False)
 
     async def detach_start_many(self, detaches: list[tuple]) -> list:
-        """detach_start for (thread, user, session, channel, marker) tuples at once."""
+        """Leave presence, set the markers: (thread, user, session, channel, marker)."""
         calls = []
         for thread_id, user, session_id, channel, marker in detaches:
             k = self._keys(thread_id, user, session_id)
@@ -190,7 +176,7 @@ class RedisPresence:
         return [r if isinstance(r, Exception) else None for r in results]
 
     async def detach_finish_many(self, detaches: list[tuple]) -> list:
-        """detach_finish for (thread, user, session, marker) tuples: outcomes/errors."""
+        """Decide (thread, user, session, marker) detaches: outcomes or errors."""
         now = time.time()
         calls = []
         for thread_id, user, session_id, marker in detaches:
@@ -261,15 +247,10 @@ class RedisPresence:
                     left.append((thread_id, user))
         return left
 
-    async def session_reapable(self, session_id: str, *, dry_run: bool = False) -> bool:
-        """No live socket and no detach still within its grace (clears the marker)."""
-        [reapable] = await self.sessions_reapable([session_id], dry_run=dry_run)
-        return reapable
-
     async def sessions_reapable(
         self, session_ids: list[str], *, dry_run: bool = False
     ) -> list[bool]:
-        """session_reapable for many sessions, one pipeline instead of a trip each."""
+        """Per session: no live socket and no detach within its grace (clears it)."""
         now = time.time()
         keys = [self._keys("-", "-", session_id) for session_id in session_ids]
         if dry_run:
@@ -299,13 +280,13 @@ class LocalPresence:
         users.add(user)
         return Attached(joined, sorted(users))
 
-    async def detach_start(self, thread_id, user, session_id, channel, marker) -> None:
+    def _detach_start(self, thread_id, user, session_id, channel, marker) -> None:
         self.sockets_by_user.get((thread_id, user), set()).discard(channel)
         self.sockets_by_session.get(session_id, set()).discard(channel)
         self.markers[f"s:{session_id}"] = marker
         self.markers[f"u:{thread_id}:{user}"] = marker
 
-    async def detach_finish(self, thread_id, user, session_id, marker) -> DetachOutcome:
+    def _detach_finish(self, thread_id, user, session_id, marker) -> DetachOutcome:
         session_exec = left = False
         if self.markers.get(f"s:{session_id}") == marker:
             del self.markers[f"s:{session_id}"]
@@ -319,10 +300,10 @@ class LocalPresence:
         return DetachOutcome(session_exec, left)
 
     async def detach_start_many(self, detaches: list[tuple]) -> list:
-        return [await self.detach_start(*d) for d in detaches]
+        return [self._detach_start(*d) for d in detaches]
 
     async def detach_finish_many(self, detaches: list[tuple]) -> list:
-        return [await self.detach_finish(*d) for d in detaches]
+        return [self._detach_finish(*d) for d in detaches]
 
     async def refresh(self, sockets: dict[str, LocalSocket]) -> None:
         return None  # nothing expires in a single process
@@ -333,15 +314,13 @@ class LocalPresence:
     async def reap_users(self, *, dry_run: bool = False) -> list[tuple[str, str]]:
         return []  # the process that would have died is this one
 
-    async def session_reapable(self, session_id: str, *, dry_run: bool = False) -> bool:
-        return not self.sockets_by_session.get(session_id) and not self.markers.get(
-            f"s:{session_id}"
-        )
-
     async def sessions_reapable(
         self, session_ids: list[str], *, dry_run: bool = False
     ) -> list[bool]:
-        return [await self.session_reapable(s, dry_run=dry_run) for s in session_ids]
+        return [
+            not self.sockets_by_session.get(s) and not self.markers.get(f"s:{s}")
+            for s in session_ids
+        ]
 
 
 _local = LocalPresence()

@@ -24,7 +24,7 @@ class ChatSessionAdmin(admin.ModelAdmin):
     list_display = (
         "id",
         "owner",
-        "thread",
+        "thread_key",
         "status",
         "connect_count",
         "resumed_count",
@@ -32,13 +32,13 @@ class ChatSessionAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_filter = ("status", "last_seen_at", "created_at", "owner")
-    search_fields = ("id", "owner__username", "thread__id")
-    list_select_related = ("owner", "thread")
+    search_fields = ("id", "owner__username", "thread_key")
+    list_select_related = ("owner",)
     date_hierarchy = "last_seen_at"
     readonly_fields = (
         "id",
         "owner",
-        "thread",
+        "thread_key",
         "created_at",
         "last_seen_at",
         "connect_count",

@@ -218,7 +218,7 @@ async def socket_detached(
 
 
 async def record_close(closed: SocketClosed) -> None:
-    """Record a socket's close in the DB (session_detach), batched with its burst."""
+    """Record a socket's close in the DB (session_detach_many), batched by burst."""
     await _closes.submit(closed)
 
 

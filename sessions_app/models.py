@@ -16,13 +16,8 @@ class ChatSession(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_sessions"
     )
-    thread = models.ForeignKey(
-        "chat.Thread",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="sessions",
-    )
+    # The thread of the newest connect, by id: sessions know no chat models.
+    thread_key = models.CharField(max_length=64, blank=True)
     status = models.CharField(
         max_length=8, choices=Status.choices, default=Status.ACTIVE, db_index=True
     )

@@ -773,7 +773,7 @@ async def test_unexpected_exception_closes_1011_and_logs_a_traceback(
         raise RuntimeError("boom in the service")
 
     socket, _ = await join(alice, session_id="s-err")
-    monkeypatch.setattr("chat.consumers.message_create", broken)
+    monkeypatch.setattr("chat.sockets.message_create", broken)
     await socket.send(chat("c1"))
     assert await socket.closed_with() == 1011
     await socket.close()
@@ -793,6 +793,24 @@ async def test_unexpected_exception_closes_1011_and_logs_a_traceback(
         lambda: ConnectionEvent.objects.get(kind=ConnectionEvent.Kind.DISCONNECT)
     )
     assert (event.code, event.reason) == (1011, "server_error")
+
+
+async def test_frames_and_closes_make_no_thread_hop(join, alice, monkeypatch):
+    """Why dispatch and websocket_disconnect are overridden (channels' own hop)."""
+    hops = []
+
+    async def hop():
+        hops.append(1)
+
+    monkeypatch.setattr("channels.consumer.aclose_old_connections", hop)
+    monkeypatch.setattr("channels.generic.websocket.aclose_old_connections", hop)
+    socket, _ = await join(alice)
+    await socket.send({"type": "ping", "ts": 1})
+    assert await socket.recv() == {"type": "pong", "ts": 1}
+    await socket.send(chat("c1"))
+    await socket.recv_many(2)
+    await socket.close()
+    assert hops == []
 
 
 # --- ws_disconnect records --------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Batched presence steps (*_many, sessions_reapable) match the single-call ones."""
+"""Batched presence steps (*_many, sessions_reapable) equal their items one by one."""
 
 import time
 
@@ -58,33 +58,38 @@ def finishes(tag: str, m: dict[str, str]) -> list[tuple]:
     ]
 
 
+async def one_by_one(call, items: list) -> list:
+    """A batch call made once per item: what the batch must equal."""
+    return [(await call([item]))[0] for item in items]
+
+
 async def between(store, tag: str, m: dict[str, str]) -> None:
     """What happens within the grace: carol's tab returns, dave's closes again."""
     t = f"t{tag}"
     await store.attach(t, "carol", f"c{tag}", "c-c2")
     await store.attach(t, "dave", f"d{tag}", "c-d2")
-    await store.detach_start(t, "dave", f"d{tag}", "c-d2", m["d2"])
+    await store.detach_start_many([(t, "dave", f"d{tag}", "c-d2", m["d2"])])
 
 
 async def observe(store, tag: str) -> tuple:
     sessions = [f"{s}{tag}" for s in ("a", "b1", "b2", "c", "d", "e")]
-    reapable = [await store.session_reapable(s, dry_run=True) for s in sessions]
+    reapable = await store.sessions_reapable(sessions, dry_run=True)
     return await store.present(f"t{tag}"), reapable
 
 
-async def test_detach_many_results_and_state_equal_single_calls(kind):
+async def test_detach_many_results_and_state_equal_one_by_one(kind):
     single, batched = make_store(kind), make_store(kind)
     m1 = await setup_sockets(single, "1")
     m2 = await setup_sockets(batched, "2")
 
-    started_one = [await single.detach_start(*d) for d in starts("1", m1)]
+    started_one = await one_by_one(single.detach_start_many, starts("1", m1))
     started_many = await batched.detach_start_many(starts("2", m2))
     assert started_many == started_one == [None] * 4
 
     await between(single, "1", m1)
     await between(batched, "2", m2)
 
-    one = [await single.detach_finish(*d) for d in finishes("1", m1)]
+    one = await one_by_one(single.detach_finish_many, finishes("1", m1))
     many = await batched.detach_finish_many(finishes("2", m2))
     assert many == one
     assert one == [
@@ -110,28 +115,34 @@ async def test_detach_many_of_nothing(kind):
     assert await store.sessions_reapable([]) == []
 
 
-async def test_sessions_reapable_equals_single_calls(kind, settings):
+async def test_sessions_reapable_equals_one_by_one(kind, settings):
     async def prepare(store, tag: str) -> list[str]:
         t = f"t{tag}"
         await store.attach(t, "alice", f"live{tag}", "c1")
         await store.attach(t, "bob", f"grace{tag}", "c2")
-        await store.detach_start(t, "bob", f"grace{tag}", "c2", new_marker())
         await store.attach(t, "carol", f"gone{tag}", "c3")
-        marker = new_marker()
-        await store.detach_start(t, "carol", f"gone{tag}", "c3", marker)
-        await store.detach_finish(t, "carol", f"gone{tag}", marker)
         await store.attach(t, "dave", f"overdue{tag}", "c4")
-        overdue = f"x|{time.time() - 1:.3f}"
-        await store.detach_start(t, "dave", f"overdue{tag}", "c4", overdue)
+        marker, overdue = new_marker(), f"x|{time.time() - 1:.3f}"
+        await store.detach_start_many(
+            [
+                (t, "bob", f"grace{tag}", "c2", new_marker()),
+                (t, "carol", f"gone{tag}", "c3", marker),
+                (t, "dave", f"overdue{tag}", "c4", overdue),
+            ]
+        )
+        await store.detach_finish_many([(t, "carol", f"gone{tag}", marker)])
         return [f"{s}{tag}" for s in ("live", "grace", "gone", "overdue", "never")]
+
+    def reapable(store, *, dry_run: bool = False):
+        return lambda ids: store.sessions_reapable(ids, dry_run=dry_run)
 
     single, batched = make_store(kind), make_store(kind)
     ids1 = await prepare(single, "1")
     ids2 = await prepare(batched, "2")
-    dry_one = [await single.session_reapable(s, dry_run=True) for s in ids1]
+    dry_one = await one_by_one(reapable(single, dry_run=True), ids1)
     dry_many = await batched.sessions_reapable(ids2, dry_run=True)
     assert dry_many == dry_one
-    one = [await single.session_reapable(s) for s in ids1]
+    one = await one_by_one(reapable(single), ids1)
     many = await batched.sessions_reapable(ids2)
     assert many == one
     if kind == "redis":
@@ -146,9 +157,9 @@ async def test_sessions_reapable_equals_single_calls(kind, settings):
         # In one process a marker never expires by time: the overdue one is pending.
         assert one == [False, False, True, False, True]
     # Order of the answers follows the order of the question.
-    assert await batched.sessions_reapable(ids2[::-1], dry_run=True) == [
-        await batched.session_reapable(s, dry_run=True) for s in ids2[::-1]
-    ]
+    assert await batched.sessions_reapable(
+        ids2[::-1], dry_run=True
+    ) == await one_by_one(reapable(batched, dry_run=True), ids2[::-1])
 
 
 def _break_key(settings, *parts: str) -> None:
@@ -175,15 +186,9 @@ async def test_one_failed_detach_start_does_not_fail_the_others(settings):
     assert isinstance(results[1], ResponseError)
     assert "WRONGTYPE" in str(results[1])
     # The others' detaches took effect: their markers finish them.
-    assert await store.detach_finish("t", "alice", "s1", m1) == DetachOutcome(
-        True, True
-    )
-    assert await store.detach_finish("t", "carol", "s3", m3) == DetachOutcome(
-        True, True
-    )
-    # The single-call form raises the same error.
-    with pytest.raises(ResponseError, match="WRONGTYPE"):
-        await store.detach_start("t", "bob", "s2", "c2", m2)
+    assert await store.detach_finish_many(
+        [("t", "alice", "s1", m1), ("t", "carol", "s3", m3)]
+    ) == [DetachOutcome(True, True), DetachOutcome(True, True)]
 
 
 async def test_one_failed_detach_finish_does_not_fail_the_others(settings):
@@ -192,7 +197,10 @@ async def test_one_failed_detach_finish_does_not_fail_the_others(settings):
     for user, session in (("alice", "s1"), ("carol", "s3")):
         await store.attach("t", user, session, f"c-{session}")
         markers[user] = new_marker()
-        await store.detach_start("t", user, session, f"c-{session}", markers[user])
+        started = await store.detach_start_many(
+            [("t", user, session, f"c-{session}", markers[user])]
+        )
+        assert started == [None]
     _break_key(settings, "ss", "s2")
     results = await store.detach_finish_many(
         [
@@ -203,18 +211,18 @@ async def test_one_failed_detach_finish_does_not_fail_the_others(settings):
     )
     assert results[0] == results[2] == DetachOutcome(True, True)
     assert isinstance(results[1], ResponseError)
-    with pytest.raises(ResponseError, match="WRONGTYPE"):
-        await store.detach_finish("t", "bob", "s2", new_marker())
+    assert "WRONGTYPE" in str(results[1])
     assert await store.present("t") == []
 
 
-async def test_a_failed_reap_check_raises_like_the_single_call(settings):
+async def test_a_failed_reap_check_raises(settings):
+    """The reaper must not mark sessions idle on a half-answered check."""
     store = RedisPresence()
     _break_key(settings, "ss", "bad")
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         await store.sessions_reapable(["ok", "bad"])
     with pytest.raises(ResponseError, match="WRONGTYPE"):
-        await store.session_reapable("bad")
+        await store.sessions_reapable(["bad"])
     assert await store.sessions_reapable(["ok"]) == [True]
 
 

@@ -20,7 +20,7 @@ def data(alice):
     thread = Thread.objects.create(id="main", last_seq=1)
     Message.objects.create(thread=thread, seq=1, client_id="m1", user=alice, text="hi")
     session = ChatSession.objects.create(
-        id="s1", owner=alice, thread=thread, last_seen_at=timezone.now()
+        id="s1", owner=alice, thread_key="main", last_seen_at=timezone.now()
     )
     ConnectionEvent.objects.create(
         session=session,
@@ -40,6 +40,7 @@ def data(alice):
     [
         "/admin/sessions_app/chatsession/?status__exact=active",
         "/admin/sessions_app/chatsession/?q=alice",
+        "/admin/sessions_app/chatsession/?q=main",
         "/admin/sessions_app/connectionevent/?code=1006",
         "/admin/sessions_app/connectionevent/?kind__exact=disconnect",
         "/admin/sessions_app/chatsession/s1/change/",
@@ -51,6 +52,16 @@ def data(alice):
 def test_admin_pages(staff_client, data, url):
     response = staff_client.get(url)
     assert response.status_code == 200, url
+
+
+def test_sessions_are_found_by_thread_key(staff_client, data, bob):
+    ChatSession.objects.create(
+        id="s2", owner=bob, thread_key="elsewhere", last_seen_at=timezone.now()
+    )
+    page = staff_client.get("/admin/sessions_app/chatsession/?q=main").content
+    assert b"/chatsession/s1/change/" in page
+    assert b"/chatsession/s2/change/" not in page
+    assert b'<td class="field-thread_key">main</td>' in page
 
 
 def test_thread_page_shows_its_messages_read_only(staff_client, data):

@@ -4,16 +4,17 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from chat.models import Thread
-from chat.services import ThreadForbidden
 from sessions_app.models import ChatSession, ConnectionEvent
 from sessions_app.services import (
     SessionForbidden,
-    session_detach,
+    SocketClosed,
+    session_detach_many,
     session_ensure,
-    session_mark_idle,
+    session_mark_idle_many,
 )
 
 pytestmark = pytest.mark.django_db
@@ -36,11 +37,8 @@ def detach(user, session_id="s1", thread_id="main", **extra):
         "instance": "inst-a",
     }
     fields.update(extra)
-    session_detach(
-        session_id=session_id,
-        user=user,
-        thread_id=thread_id,
-        **fields,
+    session_detach_many(
+        [SocketClosed(session_id=session_id, user=user, thread_id=thread_id, **fields)]
     )
 
 
@@ -52,11 +50,10 @@ def test_first_connect_creates_the_session(alice):
     assert opened.resumed is False
     session = ChatSession.objects.get(pk="s1")
     assert session.owner == alice
-    assert session.thread_id == "lobby"
+    assert session.thread_key == "lobby"
     assert session.status == Status.ACTIVE
     assert (session.connect_count, session.resumed_count) == (1, 0)
     assert opened.session == session
-    assert Thread.objects.get(pk="lobby").private is False  # joined = created
 
 
 def test_first_connect_records_an_event(alice):
@@ -79,7 +76,7 @@ def test_reconnect_resumes_and_counts(alice):
     assert third.resumed is True
     session = ChatSession.objects.get(pk="s1")
     assert (session.connect_count, session.resumed_count) == (3, 2)
-    assert session.thread_id == "other"
+    assert session.thread_key == "other"
     assert third.session.connect_count == 3
     assert ConnectionEvent.objects.filter(kind=Kind.CONNECT).count() == 3
 
@@ -87,7 +84,7 @@ def test_reconnect_resumes_and_counts(alice):
 def test_reconnect_reactivates_an_idle_session(alice):
     ensure(alice)
     detach(alice)
-    assert session_mark_idle(session_id="s1") is True
+    assert session_mark_idle_many(["s1"]) == 1
     assert ChatSession.objects.get(pk="s1").status == Status.IDLE
     ensure(alice)
     assert ChatSession.objects.get(pk="s1").status == Status.ACTIVE
@@ -109,24 +106,28 @@ def test_session_of_another_user_is_forbidden(alice, bob):
     assert ConnectionEvent.objects.count() == 1  # nothing recorded for bob
 
 
-def test_forbidden_session_does_not_create_the_thread(alice, bob):
+def test_the_thread_is_only_a_key(alice):
+    """Sessions know no chat models: any thread id is stored as it is."""
+    ensure(alice, thread_id="no-such-thread")
+    assert ChatSession.objects.get(pk="s1").thread_key == "no-such-thread"
+
+
+def test_ensure_in_the_callers_transaction_adds_no_savepoint(alice):
     ensure(alice)
-    with pytest.raises(SessionForbidden):
-        ensure(bob, thread_id="brand-new")
-    assert not Thread.objects.filter(pk="brand-new").exists()
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        assert ensure(alice).resumed is True
+    assert not [q for q in queries if "SAVEPOINT" in q["sql"]]
 
 
-def test_private_thread_non_member_is_forbidden(alice, bob):
-    thread = Thread.objects.create(id="secret", private=True)
-    thread.members.add(alice)
-    with pytest.raises(ThreadForbidden):
-        ensure(bob, thread_id="secret")
-    assert not ChatSession.objects.exists()
-    assert not ConnectionEvent.objects.exists()
-    assert ensure(alice, session_id="s2", thread_id="secret").resumed is False
+def test_a_refusal_leaves_the_callers_transaction_usable(alice, bob):
+    ensure(alice)
+    with transaction.atomic():
+        with pytest.raises(SessionForbidden):
+            ensure(bob)
+        assert ConnectionEvent.objects.count() == 1  # nothing written, still usable
 
 
-# --- session_detach -----------------------------------------------------------------
+# --- session_detach_many, one socket ------------------------------------------------
 
 
 def test_detach_records_the_close_and_leaves_the_status_to_the_cleanup(alice):
@@ -143,14 +144,6 @@ def test_detach_records_the_close_and_leaves_the_status_to_the_cleanup(alice):
     assert event.thread_key == "main"
     assert (event.code, event.reason, event.duration_s) == (4403, "forbidden", 2.5)
     assert event.instance == "inst-a"
-
-
-def test_mark_idle_only_changes_an_active_session(alice):
-    ensure(alice)
-    assert session_mark_idle(session_id="s1") is True
-    assert session_mark_idle(session_id="s1") is False
-    assert session_mark_idle(session_id="nope") is False
-    assert ChatSession.objects.get(pk="s1").status == Status.IDLE
 
 
 def test_detach_updates_last_seen(alice):

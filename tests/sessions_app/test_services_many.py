@@ -11,7 +11,6 @@ from django.utils import timezone
 from sessions_app.models import ChatSession, ConnectionEvent
 from sessions_app.services import (
     SocketClosed,
-    session_detach,
     session_detach_many,
     session_ensure,
     session_mark_idle_many,
@@ -165,34 +164,6 @@ def test_detach_many_of_nothing_writes_nothing(alice):
         session_detach_many([])
     assert not disconnects()
     assert not [q for q in queries if "INSERT" in q["sql"] or "UPDATE" in q["sql"]]
-
-
-def test_session_detach_delegates_to_the_batch(alice, monkeypatch):
-    from sessions_app import services
-
-    batches = []
-    monkeypatch.setattr(services, "session_detach_many", batches.append)
-    session_detach(
-        session_id="s1",
-        user=alice,
-        thread_id="main",
-        code=1001,
-        reason="going_away",
-        duration_s=2.0,
-        instance="inst-c",
-    )
-    assert batches == [
-        [
-            closed(
-                alice,
-                "s1",
-                code=1001,
-                reason="going_away",
-                duration_s=2.0,
-                instance="inst-c",
-            )
-        ]
-    ]
 
 
 def test_detach_many_is_all_or_nothing(alice, monkeypatch):
