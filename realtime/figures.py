@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,6 +99,67 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat()
 
 
+@dataclass
+class _Figures:
+    totals: dict[str, int]
+    reasons: dict[str, dict[str, int]]
+    last: dict[str, float]
+    frequent: list[str]
+
+    def only(self, user: str) -> "_Figures":
+        """The same figures restricted to one user."""
+        return _Figures(
+            totals={u: c for u, c in self.totals.items() if u == user},
+            reasons={u: r for u, r in self.reasons.items() if u == user},
+            last={u: t for u, t in self.last.items() if u == user},
+            frequent=[u for u in self.frequent if u == user],
+        )
+
+
+def _local_figures(now: float, window: float, threshold: int) -> _Figures:
+    """Embedded mode: this process's dicts."""
+    return _Figures(
+        totals={u: sum(r.values()) for u, r in _local_reasons.items()},
+        reasons={u: dict(r) for u, r in _local_reasons.items()},
+        last=dict(_local_last),
+        frequent=[
+            u
+            for u, times in _local_abnormal.items()
+            if sum(1 for t in times if t > now - window) >= threshold
+        ],
+    )
+
+
+async def _shared_figures(
+    client: aioredis.Redis, user: str | None, now: float, window: float, threshold: int
+) -> _Figures:
+    """The figures every instance shares, read from Redis."""
+    total_pairs = await client.zrevrange(_k("total"), 0, -1, withscores=True)
+    totals = {u.decode(): int(s) for u, s in total_pairs}
+    names = [user] if user else list(totals)
+    async with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(_k("reasons", name))
+        raw_reasons = await pipe.execute()
+    reasons = {
+        name: {k.decode(): int(v) for k, v in r.items()}
+        for name, r in zip(names, raw_reasons, strict=True)
+        if r
+    }
+    last = {
+        u.decode(): s
+        for u, s in await client.zrange(_k("last"), 0, -1, withscores=True)
+    }
+    frequent = []
+    for raw in await client.zrangebyscore(_k("frequent"), now - window, "+inf"):
+        name = raw.decode()
+        count = await client.zcount(_k("abnormal", name), now - window, "+inf")
+        if count >= threshold:
+            frequent.append(name)
+    await client.zremrangebyscore(_k("frequent"), 0, now - window)
+    return _Figures(totals=totals, reasons=reasons, last=last, frequent=frequent)
+
+
 async def ws_metrics(*, user: str | None = None) -> dict[str, Any]:
     """The /ws-metrics figures, identical whichever instance computes them."""
     now = time.time()
@@ -105,50 +167,18 @@ async def ws_metrics(*, user: str | None = None) -> dict[str, Any]:
     threshold = settings.WS_FREQUENT_DISCONNECTS
     client = shared.redis_client()
     if client is None:
-        totals = {u: sum(r.values()) for u, r in _local_reasons.items()}
-        reasons = {u: dict(r) for u, r in _local_reasons.items()}
-        last = dict(_local_last)
-        frequent = [
-            u
-            for u, times in _local_abnormal.items()
-            if sum(1 for t in times if t > now - window) >= threshold
-        ]
+        found = _local_figures(now, window, threshold)
     else:
-        total_pairs = await client.zrevrange(_k("total"), 0, -1, withscores=True)
-        totals = {u.decode(): int(s) for u, s in total_pairs}
-        names = [user] if user else list(totals)
-        async with client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hgetall(_k("reasons", name))
-            raw_reasons = await pipe.execute()
-        reasons = {
-            name: {k.decode(): int(v) for k, v in r.items()}
-            for name, r in zip(names, raw_reasons, strict=True)
-            if r
-        }
-        last = {
-            u.decode(): s
-            for u, s in await client.zrange(_k("last"), 0, -1, withscores=True)
-        }
-        frequent = []
-        for raw in await client.zrangebyscore(_k("frequent"), now - window, "+inf"):
-            name = raw.decode()
-            count = await client.zcount(_k("abnormal", name), now - window, "+inf")
-            if count >= threshold:
-                frequent.append(name)
-        await client.zremrangebyscore(_k("frequent"), 0, now - window)
+        found = await _shared_figures(client, user, now, window, threshold)
     if user:
-        totals = {u: c for u, c in totals.items() if u == user}
-        reasons = {u: r for u, r in reasons.items() if u == user}
-        last = {u: t for u, t in last.items() if u == user}
-        frequent = [u for u in frequent if u == user]
-    top = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:TOP_N]
+        found = found.only(user)
+    top = sorted(found.totals.items(), key=lambda item: (-item[1], item[0]))[:TOP_N]
     return {
-        "total_users_tracked": len(totals),
+        "total_users_tracked": len(found.totals),
         "top_disconnects": [[u, c] for u, c in top],
-        "all_reasons": dict(sorted(reasons.items())),
-        "last_disconnect": {u: _iso(t) for u, t in sorted(last.items())},
-        "frequent_disconnectors": sorted(frequent),
+        "all_reasons": dict(sorted(found.reasons.items())),
+        "last_disconnect": {u: _iso(t) for u, t in sorted(found.last.items())},
+        "frequent_disconnectors": sorted(found.frequent),
     }
 
 
