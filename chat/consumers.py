@@ -48,6 +48,8 @@ class State(enum.Enum):
 
 
 ENDING = (State.CLOSING, State.CLOSED)
+# How long a socket whose channel could not be made waits for its websocket.connect.
+LAYER_LOST_CONNECT_WAIT_S = 5.0
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -68,6 +70,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             await super().__call__(scope, receive, send)
         except LAYER_ERRORS as exc:
+            if self.state is State.NEW:
+                # Lost before dispatch began (the pubsub layer subscribes the new
+                # channel in Redis first): answer the handshake here.
+                return await self.refuse_layer_at_open(exc, receive, send)
             await self.layer_lost(exc)
         except asyncio.CancelledError:
             # Daphne cancels every app at shutdown (SIGTERM), and any app that
@@ -206,7 +212,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.state is State.NEW:
             return  # lost before websocket.connect: nothing was opened
         self.ctx.layer_down = True
+        if self.state is not State.CLOSING:
+            with contextlib.suppress(*CLIENT_GONE, *CLIENT_CLOSING):
+                await self.send_error("layer_unavailable", "channel layer unavailable")
         await self.end(Close.TRY_AGAIN_LATER, (*CLIENT_GONE, *CLIENT_CLOSING))
+
+    async def refuse_layer_at_open(self, exc: Exception, receive, send) -> None:
+        """Redis lost before the socket was set up: accept, layer_unavailable, 1013."""
+        self.base_send = send  # Channels sets it only after the channel exists
+        try:
+            message = await asyncio.wait_for(receive(), LAYER_LOST_CONNECT_WAIT_S)
+        except TimeoutError:
+            return
+        if message["type"] != "websocket.connect":
+            return  # the client left before its handshake reached us
+        self.state = State.CONNECTING
+        self.ctx.start(channel="", layer=None, user=self.scope.get("user"))
+        self.ctx.layer_down = True
+        offered = self.scope.get("subprotocols") or []
+        await self.accept("jwt" if offered[:1] == ["jwt"] else None)
+        with contextlib.suppress(ConnectError):
+            self.ctx.params = protocol.parse_connect(
+                self.scope.get("url_route", {}).get("kwargs", {}).get("session_id")
+                or "",
+                self.scope.get("query_string", b""),
+            )
+        await self.layer_lost(exc)
 
     async def shutdown_close(self) -> None:
         """Server going away: close 1012 so the client reconnects elsewhere at once."""

@@ -207,3 +207,87 @@ async def test_messages_sent_around_the_outage_reach_open_sockets(
     )
     for server in (a, b):
         assert_no_errors_but_readiness(server)
+
+
+async def open_and_read(server, token: str, session_id: str) -> tuple[list, int]:
+    """Open a socket, read every frame until the server closes it: (frames, code)."""
+    import websockets
+
+    frames = []
+    async with websockets.connect(
+        ws_url(server, session_id, thread_id="main"),
+        subprotocols=["jwt", token],
+        proxy=None,
+        open_timeout=10,
+        ping_interval=None,
+    ) as ws:
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in ws:
+                frames.append(json.loads(raw))
+    return frames, ws.close_code
+
+
+@pytest.mark.parametrize("layer", ["pubsub", "core"])
+async def test_redis_down_at_connect_is_a_frame_and_1013(
+    daphne, private_redis, alice, token_for, layer
+):
+    """Accepted at once, `layer_unavailable`, then 1013: never a handshake timeout."""
+    env = {"REDIS_URL": private_redis.url(), "CHANNEL_LAYER": layer}
+    server = daphne("a", **env)
+    private_redis.kill()
+    started = time.monotonic()
+    frames, code = await asyncio.wait_for(
+        open_and_read(server, token_for(alice), "down-at-connect"), 30
+    )
+    assert code == 1013
+    assert [f.get("code") for f in frames if f["type"] == "error"] == [
+        "layer_unavailable"
+    ], frames
+    records: list = []
+    deadline = time.monotonic() + 10  # the server writes its log from a thread
+    while not records and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        records = [
+            r
+            for r in server.events("ws_disconnect")
+            if r.get("session_id") == "down-at-connect"
+        ]
+    assert [(r["code"], r["level"]) for r in records] == [(1013, "WARNING")], records
+    append_figure(
+        f"redis down at connect ({layer}): layer_unavailable + 1013 after "
+        f"{time.monotonic() - started:.1f}s"
+    )
+    private_redis.start()
+    assert_no_errors_but_readiness(server)
+
+
+async def test_redis_lost_mid_session_sends_layer_unavailable(
+    daphne, private_redis, alice, token_for
+):
+    """The core layer's receive loop dies with Redis: the frame, then 1013."""
+    import websockets
+
+    server = daphne("a", REDIS_URL=private_redis.url(), CHANNEL_LAYER="core")
+    async with websockets.connect(
+        ws_url(server, "lost-mid-session", thread_id="main"),
+        subprotocols=["jwt", token_for(alice)],
+        proxy=None,
+        open_timeout=10,
+        ping_interval=None,
+    ) as ws:
+        hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert hello["type"] == "ws:session_established"
+        private_redis.kill()
+        frames = []
+        with contextlib.suppress(ConnectionClosed):
+            async with asyncio.timeout(30):
+                async for raw in ws:
+                    frames.append(json.loads(raw))
+    private_redis.start()
+    assert ws.close_code == 1013
+    assert frames[-1] == {
+        "type": "error",
+        "code": "layer_unavailable",
+        "detail": "channel layer unavailable",
+    }, frames
+    assert_no_errors_but_readiness(server)
