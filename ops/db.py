@@ -72,7 +72,7 @@ def _runner():
 
 
 def _log_lost(op: str, attempt: int, delay: float, exc: Exception) -> None:
-    metrics.DB_RECONNECTS.labels(result="lost").inc()
+    metrics.DB_RETRY_OUTCOMES.labels(result="lost").inc()
     logger.warning(
         "db_connection_lost op=%s attempt=%d retry_in=%.1fs error=%s",
         op,
@@ -84,7 +84,7 @@ def _log_lost(op: str, attempt: int, delay: float, exc: Exception) -> None:
 
 
 def _log_reconnected(op: str, attempt: int) -> None:
-    metrics.DB_RECONNECTS.labels(result="reconnected").inc()
+    metrics.DB_RETRY_OUTCOMES.labels(result="reconnected").inc()
     logger.info(
         "db_reconnected op=%s attempt=%d",
         op,
@@ -94,7 +94,7 @@ def _log_reconnected(op: str, attempt: int) -> None:
 
 
 def _log_unavailable(op: str, attempts: int, exc: Exception) -> None:
-    metrics.DB_RECONNECTS.labels(result="unavailable").inc()
+    metrics.DB_RETRY_OUTCOMES.labels(result="unavailable").inc()
     logger.error(
         "db_unavailable op=%s attempts=%d error=%s",
         op,

@@ -2,8 +2,10 @@
 
 Reads what `LOG_FORMAT=json` writes (ops/logs.py): one object per line with
 `timestamp`, `level`, `event` and the structured fields of PROTOCOL.md §3. Any line
-that is not a JSON object is counted as garbage and otherwise ignored: a report
-never fails on what a log file contains.
+that is not a JSON object is counted as garbage (the first few by line number) and
+otherwise ignored: a report never fails on what a log file contains. A log with no
+record to judge (a text log, an empty one, nothing since --since) is UNKNOWN, never
+OK: silence is not health.
 """
 
 import json
@@ -15,8 +17,9 @@ from typing import Any
 
 from django.conf import settings
 
-OK, DEGRADED, CRITICAL = "OK", "DEGRADED", "CRITICAL"
+OK, DEGRADED, CRITICAL, UNKNOWN = "OK", "DEGRADED", "CRITICAL", "UNKNOWN"
 TOP_ERRORS = 10
+GARBAGE_LINES_KEPT = 5
 MESSAGE_CHARS = 200
 ERROR_LEVELS = frozenset({"ERROR", "CRITICAL"})
 DB_EVENTS = {
@@ -80,8 +83,10 @@ class LogReport:
 
     def __init__(self, *, since: datetime | None = None) -> None:
         self.since = since
+        self.lines = 0
         self.analyzed = 0
         self.garbage = 0
+        self.garbage_lines: list[int] = []
         self.filtered_out = 0
         self.levels: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
@@ -97,6 +102,7 @@ class LogReport:
 
     def feed(self, line: str) -> None:
         """Count one line: a JSON record, a blank line (ignored) or garbage."""
+        self.lines += 1
         line = line.strip()
         if not line:
             return
@@ -106,6 +112,8 @@ class LogReport:
             record = None
         if not isinstance(record, dict):
             self.garbage += 1
+            if len(self.garbage_lines) < GARBAGE_LINES_KEPT:
+                self.garbage_lines.append(self.lines)
             return
         if self.since is not None:
             stamp = parse_timestamp(record.get("timestamp"))
@@ -134,6 +142,11 @@ class LogReport:
             self.error_samples[event] = (message, stamp)
 
     def _status(self, thresholds: Thresholds) -> tuple[str, list[str]]:
+        if not self.analyzed:
+            return UNKNOWN, [
+                f"no records analyzed: {self.garbage} line(s) not JSON records, "
+                f"{self.filtered_out} outside --since"
+            ]
         errors = self.levels["ERROR"] + self.levels["CRITICAL"]
         rules = [
             (CRITICAL, errors, thresholds.critical_errors, "errors", "CRITICAL_ERRORS"),
@@ -185,6 +198,7 @@ class LogReport:
                 "garbage": self.garbage,
                 "filtered_out": self.filtered_out,
             },
+            "garbage_lines": list(self.garbage_lines),
             "disconnects_by_reason": dict(
                 sorted(self.reasons.items(), key=lambda item: (-item[1], item[0]))
             ),
@@ -214,7 +228,7 @@ def render_text(report: dict[str, Any]) -> str:
         f"Emergence log report: {report['status']}",
         f"  records analyzed: {summary['logs_analyzed']} "
         f"(errors {summary['errors']}, warnings {summary['warnings']}); "
-        f"garbage lines {summary['garbage']}; "
+        f"garbage lines {summary['garbage']}{_line_numbers(report)}; "
         f"outside --since {summary['filtered_out']}",
         f"  disconnects by reason: {pairs(report['disconnects_by_reason'])}",
         f"  database: {pairs(report['db'])}",
@@ -233,3 +247,13 @@ def render_text(report: dict[str, Any]) -> str:
     if not summary["logs_analyzed"] and summary["garbage"]:
         lines.append("  note: no JSON records at all; is LOG_FORMAT=json set?")
     return "\n".join(lines)
+
+
+def _line_numbers(report: dict[str, Any]) -> str:
+    """Where the first garbage lines are, as " (lines 1, 2, 3, ...)"."""
+    numbers = report["garbage_lines"]
+    if not numbers:
+        return ""
+    more = ", ..." if report["summary"]["garbage"] > len(numbers) else ""
+    plural = "s" if len(numbers) > 1 else ""
+    return f" (line{plural} {', '.join(map(str, numbers))}{more})"

@@ -32,6 +32,8 @@ def manage(
     }
     environment.update(
         {
+            # manage.py's own default is the local development settings.
+            "DJANGO_SETTINGS_MODULE": "emergence.settings",
             "DEBUG": "0",
             "SECRET_KEY": settings.SECRET_KEY,
             "DATABASE_URL": test_database_url("emergence-command"),

@@ -1,5 +1,6 @@
 """The failed-login throttle holds across instances: fail on A, B answers 429."""
 
+import http.client
 import json
 import secrets
 import urllib.error
@@ -59,6 +60,19 @@ def login_page_post(server, username: str, password: str):
     )
 
 
+def status_line(server, username: str, password: str) -> str:
+    """The status line Daphne sends for POST /api/token, as on the wire."""
+    body = json.dumps({"username": username, "password": password})
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("POST", "/api/token", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        return f"HTTP/1.1 {response.status} {response.reason}"
+    finally:
+        conn.close()
+
+
 def test_failures_on_a_lock_the_user_out_on_b(daphne, alice, password):
     a = daphne("a", **LIMITS)
     b = daphne("b", **LIMITS)
@@ -69,6 +83,8 @@ def test_failures_on_a_lock_the_user_out_on_b(daphne, alice, password):
     assert status == 429, body
     assert 0 < int(headers["Retry-After"]) <= 60
     assert json.loads(body) == {"error": "too many failed logins; try again later"}
+    # Twisted's table has no phrase for 429: "429 Unknown Status" without the patch.
+    assert status_line(b, "alice", password) == "HTTP/1.1 429 Too Many Requests"
     # The login page of either instance refuses alice as well ...
     status, headers, body = login_page_post(b, "alice", password)
     assert status == 429, body[:500]
@@ -87,8 +103,13 @@ def test_failures_on_a_lock_the_user_out_on_b(daphne, alice, password):
     assert [(r["level"], r["user"], r["scope"]) for r in throttled] == [
         ("WARNING", "alice", "user"),
         ("WARNING", "alice", "user"),
+        ("WARNING", "alice", "user"),
     ]
-    assert [r["endpoint"] for r in throttled] == ["api_token", "login_page"]
+    assert [r["endpoint"] for r in throttled] == [
+        "api_token",
+        "api_token",
+        "login_page",
+    ]
     for server in (a, b):
         assert WRONG not in server.log_text()
         assert password not in server.log_text()

@@ -1,5 +1,7 @@
 """log_report on hand-made logs: counts, verdicts, --since, garbage, exit codes.
 
+A log with nothing to judge is UNKNOWN (exit 3), never OK.
+
 A real Daphne run's log is reported on in tests/e2e/test_log_report.py.
 """
 
@@ -304,10 +306,68 @@ def test_command_reads_stdin(monkeypatch):
     assert report["summary"]["garbage"] == 1
 
 
-def test_command_text_only_garbage_hints_at_log_format(log_file):
-    out = command(log_file(GARBAGE[:3]))
-    assert "garbage lines 3" in out
+# What `make run` writes (LOG_FORMAT=text): not one line of it is a JSON record.
+TEXT_LOG = [
+    "2026-11-30 12:00:00,001 INFO daphne.server [a-1] Listening on TCP address ...",
+    "",
+    "2026-11-30 12:00:01,002 ERROR ops.db [a-1] db_unavailable op=ws_auth_jwt",
+    "Traceback (most recent call last):",
+    '  File "ops/db.py", line 1, in db_call',
+    "psycopg.OperationalError: connection refused",
+    "2026-11-30 12:00:02,003 WARNING chat.disconnects [a-1] ws_disconnect ...",
+]
+
+
+def unknown(path: str, *args: str) -> tuple[str, CommandError]:
+    """The command's stdout and its error, for a log it must call UNKNOWN."""
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="status UNKNOWN") as raised:
+        call_command("log_report", path, *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue(), raised.value
+
+
+def test_a_text_log_is_unknown_never_ok(log_file):
+    out, error = unknown(log_file(TEXT_LOG))
+    assert error.returncode == 3
+    assert out.startswith("Emergence log report: UNKNOWN\n")
+    assert "records analyzed: 0 " in out
+    # The blank line 2 is neither a record nor garbage; the numbers are the file's.
+    assert "garbage lines 6 (lines 1, 3, 4, 5, 6, ...)" in out
     assert "is LOG_FORMAT=json set?" in out
+    assert "why: no records analyzed: 6 line(s) not JSON records" in out
+
+
+def test_unknown_in_json_names_the_unparsed_lines(log_file):
+    out, error = unknown(log_file(GARBAGE[:2] + [""] + GARBAGE[2:3]), "--json")
+    report = json.loads(out)
+    assert report["status"] == "UNKNOWN"
+    assert report["garbage_lines"] == [1, 2, 4]
+    assert report["summary"]["garbage"] == 3
+    assert report["status_reasons"] == [
+        "no records analyzed: 3 line(s) not JSON records, 0 outside --since"
+    ]
+    assert str(error) == "status UNKNOWN: " + report["status_reasons"][0]
+
+
+@pytest.mark.parametrize(
+    ("lines", "args"),
+    [
+        ([], []),
+        ([""] * 3, []),
+        ([rec("db_unavailable", "ERROR", minutes_ago=120)], ["--since", "1h"]),
+    ],
+)
+def test_nothing_to_judge_is_unknown(log_file, lines, args):
+    out, error = unknown(log_file(lines), *args)
+    assert error.returncode == 3
+    assert "garbage lines 0;" in out
+
+
+def test_garbage_beside_records_is_located_and_the_verdict_stands():
+    report = report_of(HEALTHY[:2] + ["noise"] + HEALTHY[2:] + GARBAGE)
+    assert report["status"] == "OK"
+    assert report["garbage_lines"] == [3, 13, 14, 15, 16]  # the first five
+    assert report["summary"]["garbage"] == 1 + len(GARBAGE)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Summarise the app's JSON logs into a health report (OK / DEGRADED / CRITICAL)."""
+"""Summarise the app's JSON logs: OK / DEGRADED / CRITICAL, or UNKNOWN (no records)."""
 
 import contextlib
 import gzip
@@ -13,9 +13,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from ops.durations import duration_arg
-from ops.logreport import CRITICAL, LogReport, render_text
+from ops.logreport import CRITICAL, UNKNOWN, LogReport, render_text
 
-EXIT_CRITICAL = 2
+# Monitoring plugins' convention: 2 critical, 3 unknown (1 is a command error).
+EXIT_CODES = {CRITICAL: 2, UNKNOWN: 3}
 
 
 @contextlib.contextmanager
@@ -33,7 +34,8 @@ class Command(BaseCommand):
     help = (
         "Read Emergence's JSON logs (LOG_FORMAT=json) and print a health report: "
         "errors, warnings, disconnects by reason, database retries, detach cleanups. "
-        "Thresholds: LOG_REPORT_* settings. Exit 2 when the status is CRITICAL."
+        "Thresholds: LOG_REPORT_* settings. Exit 2 when the status is CRITICAL, 3 "
+        "when UNKNOWN (no JSON record to judge: a text log, nothing since --since)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -76,8 +78,9 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(result, indent=2))
         else:
             self.stdout.write(render_text(result))
-        if result["status"] == CRITICAL:
+        status = result["status"]
+        if status in EXIT_CODES:
             raise CommandError(
-                "status CRITICAL: " + "; ".join(result["status_reasons"]),
-                returncode=EXIT_CRITICAL,
+                f"status {status}: " + "; ".join(result["status_reasons"]),
+                returncode=EXIT_CODES[status],
             )
