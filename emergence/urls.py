@@ -4,13 +4,15 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from accounts.views import LoginView
+from accounts.views import LoginView, admin_login
 from chat import views as chat_views
 from ops import views as health_views
 from sessions_app import views as session_views
 
 urlpatterns = [
     path("", chat_views.chat_page, name="chat"),
+    # Before the admin's own URLs: its login page goes through the login throttle.
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("login/", LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -161,3 +161,28 @@ class RedisOutageFilter(logging.Filter):
         record.args = ()
         record.exc_info = record.exc_text = None
         record.event = event
+
+
+class ClientErrorFilter(logging.Filter):
+    """Log what a client's bad request makes Django say at WARNING, no traceback.
+
+    Django logs every SuspiciousOperation (a foreign Host: DisallowedHost; a body
+    over DATA_UPLOAD_MAX_MEMORY_SIZE: RequestDataTooBig; too many fields ...) on
+    `django.security.<name>` at ERROR with a traceback, for an answer that is a
+    400; its ASGI handler logs an undecodable query string at WARNING, also with a
+    traceback. A client is never an ERROR (PROTOCOL.md §3). A 5xx is untouched.
+    https://docs.djangoproject.com/en/5.2/ref/logging/#django-security
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        client_error = isinstance(status, int) and 400 <= status < 500
+        if record.name.startswith("django.security.") and client_error:
+            if record.levelno >= logging.ERROR:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+                record.event = "suspicious_request"
+                record.kind = record.name.rpartition(".")[2]
+            record.exc_info = record.exc_text = None
+        elif record.name == "django.request" and record.levelno < logging.ERROR:
+            record.exc_info = record.exc_text = None
+        return True

@@ -41,7 +41,8 @@ def test_an_operator_who_opts_in_needs_no_silence():
         ({"SESSION_COOKIE_SECURE": "0"}, "security.W012"),
         ({"CSRF_COOKIE_SECURE": "0"}, "security.W016"),
         ({"SECURE_HSTS_SECONDS": "0"}, "security.W004"),
-        ({"SECRET_KEY": "short"}, "security.W009"),
+        # A JWT_SECRET of its own: a short SECRET_KEY alone refuses to load.
+        ({"SECRET_KEY": "short", "JWT_SECRET": "j" * 32}, "security.W009"),
     ],
 )
 def test_weakening_a_setting_is_reported(env, check):
@@ -59,6 +60,23 @@ def test_without_a_secret_key_the_production_settings_refuse_to_load(env):
     )
 
 
-def test_debug_alone_has_a_development_key():
+def test_debug_restores_no_development_key():
     done = manage("check", DEBUG="1", SECRET_KEY=None)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "ImproperlyConfigured: DEBUG is on with the production settings" in (
+        done.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "django-insecure-local-development-only-never-use-in-production",
+        "django-insecure-" + secrets.token_urlsafe(50),
+        "insecure-dev-only-key-change-me-0123456789abcdef",
+    ],
+)
+def test_a_development_key_is_refused(key):
+    done = manage("check", SECRET_KEY=key)
+    assert done.returncode != 0
+    assert "ImproperlyConfigured: SECRET_KEY is a development key" in done.stderr

@@ -171,3 +171,83 @@ def test_malformed_bodies_are_not_counted(client, alice, password):
         response = client.post("/api/token", data="{", content_type="application/json")
         assert response.status_code == 400
     assert token(client, "alice", password).status_code == 200
+
+
+# --- /admin/login/: the same throttle, the same counters ----------------------------
+
+
+def admin_login(client, username: str, password: str, address: str = "10.0.0.1"):
+    return client.post(
+        "/admin/login/?next=/admin/",
+        {"username": username, "password": password, "next": "/admin/"},
+        REMOTE_ADDR=address,
+    )
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("root", is_staff=True, is_superuser=True)
+
+
+def test_admin_login_page_is_the_admins_own(client, staff):
+    response = client.get("/admin/login/?next=/admin/")
+    assert response.status_code == 200
+    assert "admin/login.html" in [t.name for t in response.templates]
+    assert 'name="next" value="/admin/"' in response.content.decode()
+
+
+def test_eight_wrong_staff_passwords_then_the_right_one_is_429(
+    client, staff, password, limits, caplog
+):
+    caplog.set_level(logging.INFO)
+    limits.LOGIN_THROTTLE_USER_FAILURES = 5  # the defaults
+    limits.LOGIN_THROTTLE_ADDRESS_FAILURES = 20
+    statuses = [admin_login(client, "root", WRONG).status_code for _ in range(8)]
+    assert statuses == [200] * 5 + [429] * 3
+    refused = admin_login(client, "root", password)
+    assert_throttled(refused)
+    assert refused.reason_phrase == "Too Many Requests"
+    assert refused["Content-Type"].startswith("text/plain")
+    # Not logged in: the admin still sends us to its login page.
+    assert "_auth_user_id" not in client.session
+    assert client.get("/admin/").status_code == 302
+    failed = [r for r in caplog.records if getattr(r, "event", "") == "login_failed"]
+    assert {r.endpoint for r in failed} == {"admin_login"} and len(failed) == 5
+    for record in caplog.records:
+        assert WRONG not in repr(record.__dict__)
+
+
+def test_admin_login_success_logs_in_and_clears_the_count(client, staff, password):
+    for _ in range(2):
+        assert admin_login(client, "root", WRONG).status_code == 200
+    response = admin_login(client, "root", password)
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200
+    client.logout()
+    for _ in range(2):
+        assert admin_login(client, "root", WRONG).status_code == 200
+    assert admin_login(client, "root", password).status_code == 302
+
+
+def test_a_non_staff_password_at_the_admin_counts_as_a_failure(client, alice, password):
+    for _ in range(3):
+        assert admin_login(client, "alice", password).status_code == 200
+    assert_throttled(admin_login(client, "alice", password))
+    assert_throttled(login(client, "alice", password))
+
+
+def test_admin_login_page_and_api_share_the_count(client, staff, password):
+    token(client, "root", WRONG)
+    login(client, "root", WRONG)
+    admin_login(client, "root", WRONG)
+    assert_throttled(admin_login(client, "root", password))
+    assert_throttled(login(client, "root", password))
+    assert_throttled(token(client, "root", password))
+
+
+def test_admin_address_limit_spans_usernames(client, staff, password):
+    for n in range(5):
+        assert admin_login(client, f"guess{n}", WRONG).status_code == 200
+    assert_throttled(admin_login(client, "root", password))
+    assert admin_login(client, "root", password, address="10.0.0.2").status_code == 302

@@ -10,7 +10,12 @@ import pytest
 from django.conf import settings
 
 from emergence.server import AccessLog, LoggingCommandLineInterface, LoggingServer
-from ops.logs import InstanceFilter, JsonFormatter, RedisOutageFilter
+from ops.logs import (
+    ClientErrorFilter,
+    InstanceFilter,
+    JsonFormatter,
+    RedisOutageFilter,
+)
 
 
 def make_record(msg="hello %s", args=("world",), level=logging.INFO, **extra):
@@ -180,3 +185,49 @@ def test_other_library_errors_stay_errors():
     cancelled_elsewhere = _exc_record("chat.consumers", asyncio.CancelledError())
     RedisOutageFilter().filter(cancelled_elsewhere)
     assert cancelled_elsewhere.levelname == "ERROR"
+
+
+def _django_record(name, exc, level=logging.ERROR, status=400):
+    try:
+        raise exc
+    except type(exc):
+        record = logging.LogRecord(
+            name, level, __file__, 1, str(exc), (), sys.exc_info()
+        )
+    record.status_code = status
+    return record
+
+
+def test_a_suspicious_request_is_a_warning_without_traceback():
+    from django.core.exceptions import DisallowedHost
+
+    exc = DisallowedHost("Invalid HTTP_HOST header: 'evil.example'.")
+    record = _django_record("django.security.DisallowedHost", exc)
+    assert ClientErrorFilter().filter(record) is True
+    out = formatted(record)
+    assert (out["level"], out["event"], out["kind"]) == (
+        "WARNING",
+        "suspicious_request",
+        "DisallowedHost",
+    )
+    assert "exc_info" not in out
+    assert out["message"] == "Invalid HTTP_HOST header: 'evil.example'."
+
+
+def test_a_client_warning_loses_its_traceback_only():
+    record = _django_record(
+        "django.request",
+        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"),
+        logging.WARNING,
+    )
+    ClientErrorFilter().filter(record)
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+
+
+def test_a_server_error_stays_an_error_with_its_traceback():
+    record = _django_record("django.request", RuntimeError("bug"), status=500)
+    ClientErrorFilter().filter(record)
+    assert record.levelname == "ERROR" and record.exc_info is not None
+    security = _django_record("django.security.Odd", RuntimeError("x"), status=500)
+    ClientErrorFilter().filter(security)
+    assert security.levelname == "ERROR" and security.exc_info is not None
