@@ -1,6 +1,7 @@
 """JWTs for API clients: HS256, claims sub/username/iat/exp (PROTOCOL.md §1)."""
 
 import time
+from dataclasses import dataclass
 
 import jwt
 from django.conf import settings
@@ -16,8 +17,16 @@ def token_issue(*, user_id: int, username: str, ttl_seconds: int | None = None) 
     return jwt.encode(claims, settings.JWT_SECRET, algorithm=ALGORITHM)
 
 
-def token_user_id(token: str) -> int | None:
-    """The user id of a valid, unexpired token, else None."""
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a valid, unexpired token says: whose it is and when it expires."""
+
+    user_id: int
+    expires_at: int  # the `exp` claim, seconds since the epoch
+
+
+def token_claims(token: str) -> TokenClaims | None:
+    """The claims of a valid, unexpired token, else None."""
     if not token:
         return None
     try:
@@ -27,6 +36,12 @@ def token_user_id(token: str) -> int | None:
             algorithms=[ALGORITHM],
             options={"require": ["sub", "exp", "iat"]},
         )
-        return int(claims["sub"])
+        return TokenClaims(user_id=int(claims["sub"]), expires_at=int(claims["exp"]))
     except (jwt.InvalidTokenError, ValueError, TypeError):
         return None
+
+
+def token_user_id(token: str) -> int | None:
+    """The user id of a valid, unexpired token, else None."""
+    claims = token_claims(token)
+    return None if claims is None else claims.user_id

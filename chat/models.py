@@ -1,10 +1,18 @@
 """Threads (rooms) and their messages, with a gap-free per-thread sequence."""
 
+import secrets
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
 SLUG_VALIDATOR = RegexValidator(r"^[A-Za-z0-9_-]{1,64}$")
+EPOCH_VALIDATOR = RegexValidator(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def new_epoch() -> str:
+    """A fresh thread epoch: 16 random characters of [A-Za-z0-9_-]."""
+    return secrets.token_urlsafe(12)
 
 
 class Thread(models.Model):
@@ -24,6 +32,11 @@ class Thread(models.Model):
     )
     # Highest seq handed out; bumped under a row lock by message_create.
     last_seq = models.PositiveBigIntegerField(default=0)
+    # Changes whenever the history may not continue what clients hold (a thread
+    # made again, a restore): clients holding another epoch reload (PROTOCOL.md).
+    epoch = models.CharField(
+        max_length=32, default=new_epoch, validators=[EPOCH_VALIDATOR]
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -20,6 +20,20 @@ PROBE_TIMEOUT_S = 1.5
 # pool, never db_call's threads or the other probe.
 _DB_PROBES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readiness-db")
 _CACHE_PROBES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readiness-cache")
+# Set once by the graceful shutdown (emergence/drain.py) and never cleared: it
+# describes this process, which is on its way out, so a process-wide flag is right.
+_draining = False
+
+
+def start_draining() -> None:
+    """From now on readiness answers 503 "draining" (the process is shutting down)."""
+    global _draining
+    _draining = True
+
+
+def is_draining() -> bool:
+    """True once this process has started its graceful shutdown."""
+    return _draining
 
 
 def _db_probe() -> None:
@@ -79,4 +93,6 @@ async def readiness() -> dict[str, Any]:
     )
     components = {"database": database, "channel_layer": layer, "cache": cache_result}
     overall = "up" if all(c["status"] == "up" for c in components.values()) else "down"
+    if is_draining():
+        overall = "draining"  # 503 whatever the components say: take no new traffic
     return {"overall": overall, "components": components}

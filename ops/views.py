@@ -18,7 +18,13 @@ async def liveness(request: HttpRequest) -> JsonResponse:
 async def readiness_view(request: HttpRequest) -> JsonResponse:
     """GET /health/readiness: 200 when every dependency is up, else 503."""
     report = await readiness()
-    return JsonResponse(report, status=200 if report["overall"] == "up" else 503)
+    response = JsonResponse(report, status=200 if report["overall"] == "up" else 503)
+    if report["overall"] == "draining":
+        # A planned answer, not a fault: Django's log_response skips a response
+        # marked as logged (django/utils/log.py), which it would log at ERROR as a
+        # 5xx. The access log (http_access) still records the 503.
+        response._has_been_logged = True
+    return response
 
 
 async def api_health(request: HttpRequest) -> JsonResponse:

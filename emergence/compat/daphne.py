@@ -1,4 +1,4 @@
-"""Two fixes to Daphne 4.2, applied once at start-up (EmergenceConfig.ready).
+"""Three changes to Daphne 4.2, applied once at start-up (EmergenceConfig.ready).
 
 1. Let Daphne send every registered WebSocket close code (PROTOCOL.md §2).
 
@@ -9,14 +9,19 @@ the consumer (an ERROR traceback, and the client saw 1011 or 1006 instead of the
 code). sendCloseFrame() is the same call without that check, so the registered
 codes go through it; anything else keeps Daphne's own path.
 
-2. Let SIGTERM cancel the applications. Server.kill_all_applications (the "before
-shutdown" trigger) reads details["application_instance"] of every connection, but a
-connection that has not started its application yet (an idle keep-alive HTTP
-connection) has none: the KeyError aborted the trigger, no application was
-cancelled, and every socket was dropped (1006) instead of closed with 1012. Its
-gather also ended at the first cancelled app, so the rest were not waited for.
+2. Drain on SIGTERM (emergence/drain.py). Server.kill_all_applications (the "before
+shutdown" trigger) cancelled every application at once, read
+details["application_instance"] of every connection (a KeyError for an idle
+keep-alive HTTP connection aborted the trigger: every socket dropped with 1006), and
+its gather ended at the first cancelled app. It now runs the drain: sockets closed
+with 1012 in batches over WS_DRAIN_SECONDS, every application waited for (bounded).
 
-Both replace private methods of the 4.2 series (guard.py checks the version and
+3. Refuse new sockets while draining. Daphne 4.2 has no `websocket.http.response`
+(ASGI's denial-response extension): a `websocket.close` before the accept is always
+a 403. The refusal is made in WebSocketProtocol.onConnect instead, before any
+application exists, with autobahn's ConnectionDeny: an HTTP 503.
+
+All replace private methods of the 4.2 series (guard.py checks the version and
 their shape before patching).
 """
 
@@ -24,7 +29,10 @@ import asyncio
 import logging
 from typing import Any
 
+from emergence import drain
 from emergence.compat import guard
+
+logger = logging.getLogger(__name__)
 
 # The daphne releases both fixes were written for.
 SERIES = "4.2"
@@ -36,25 +44,29 @@ SENDABLE_CODES = frozenset(
 
 
 def apply() -> None:
-    """Apply both fixes once, after the guard; no-op without Daphne."""
+    """Apply the changes once, after the guard; no-op without Daphne."""
     try:
         from daphne.server import Server
         from daphne.ws_protocol import WebSocketProtocol
     except ImportError:  # another ASGI server: nothing to patch
         return
     check_targets(WebSocketProtocol, Server)
-    if is_patched(WebSocketProtocol.serverClose) and is_patched(
-        Server.kill_all_applications
-    ):
+    targets = (
+        WebSocketProtocol.serverClose,
+        WebSocketProtocol.onConnect,
+        Server.kill_all_applications,
+    )
+    if all(is_patched(target) for target in targets):
         return
     if not guard.version_matches("daphne", SERIES, __name__):
         return
     allow_registered_close_codes(WebSocketProtocol)
-    cancel_applications_on_shutdown(Server)
+    cancel_applications_on_shutdown(Server, WebSocketProtocol)
+    refuse_handshakes_while_draining(WebSocketProtocol)
 
 
 def check_targets(protocol: type, server: type) -> None:
-    """The methods both fixes replace or call, with the parameters they expect."""
+    """The methods the changes replace or call, with the parameters they expect."""
     guard.require(protocol, "serverClose", patch=__name__, parameters=("self", "code"))
     guard.require(
         protocol,
@@ -64,6 +76,7 @@ def check_targets(protocol: type, server: type) -> None:
         exact=False,
     )
     guard.require(server, "kill_all_applications", patch=__name__, parameters=("self",))
+    guard.require(protocol, "onConnect", patch=__name__, parameters=("self", "request"))
 
 
 def is_patched(function: Any) -> bool:
@@ -87,29 +100,54 @@ def allow_registered_close_codes(protocol: type) -> None:
     protocol.serverClose = server_close
 
 
-def cancel_applications_on_shutdown(server: type) -> None:
-    """Replace Server.kill_all_applications: skip connections without an app."""
+def cancel_applications_on_shutdown(server: type, websocket: type) -> None:
+    """Replace Server.kill_all_applications: the drain (emergence/drain.py)."""
     if is_patched(server.kill_all_applications):
         return
     from twisted.internet import defer
 
-    logger = logging.getLogger("daphne.server")
+    def failed(failure: Any) -> None:
+        if failure.check(asyncio.CancelledError, defer.CancelledError):
+            return  # the loop itself is going away
+        logger.error(
+            "drain_failed",
+            exc_info=(failure.type, failure.value, failure.getTracebackObject()),
+            extra={"event": "drain_failed"},
+        )
 
     def kill_all_applications(self):
-        wait_for = []
-        for details in self.connections.values():
-            instance = details.get("application_instance")
-            if instance is not None and not instance.done():
-                instance.cancel()
-                wait_for.append(instance)
-        logger.info("Killed %i pending application instances", len(wait_for))
-        # return_exceptions: Daphne's plain gather completed at the first app that
-        # re-raised CancelledError, so the reactor stopped mid-drain.
-        wait_deferred = defer.Deferred.fromFuture(
-            asyncio.gather(*wait_for, return_exceptions=True)
-        )
-        wait_deferred.addErrback(lambda failure: None)
+        # Twisted waits for this Deferred before it stops listening and exits.
+        wait_deferred = defer.Deferred.fromFuture(drain.start(self, websocket))
+        wait_deferred.addErrback(failed)
         return wait_deferred
 
     kill_all_applications.emergence_patched = True
     server.kill_all_applications = kill_all_applications
+
+
+def refuse_handshakes_while_draining(protocol: type) -> None:
+    """Replace WebSocketProtocol.onConnect: HTTP 503 once the drain has started."""
+    original = protocol.onConnect
+    if is_patched(original):
+        return
+    from autobahn.websocket.types import ConnectionDeny
+
+    def on_connect(self, request):
+        if not drain.refusing():
+            return original(self, request)
+        # Daphne's onClose runs after the refused handshake and expects these; a
+        # connection registered as disconnected is forgotten by its checker.
+        self.server = self.factory.server_class
+        self.request = request
+        peer = self.transport.getPeer()
+        has_port = hasattr(peer, "port")
+        self.client_addr = [str(peer.host), peer.port] if has_port else None
+        self.server.protocol_connected(self)
+        self.server.protocol_disconnected(self)
+        client = f"{peer.host}:{peer.port}" if has_port else None
+        details = {"path": request.path, "client": client}
+        self.server.log_action("websocket", "rejected", details)
+        raise ConnectionDeny(503, "Service Unavailable")
+
+    on_connect.emergence_patched = True
+    protocol.onConnect = on_connect

@@ -1,4 +1,4 @@
-"""emergence/compat/daphne.py: the two Daphne 4.2 fixes, applied once, guarded."""
+"""emergence/compat/daphne.py: the Daphne 4.2 changes, applied once, guarded."""
 
 import asyncio
 import importlib.metadata
@@ -7,11 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
+from autobahn.websocket.types import ConnectionDeny
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from django.core.exceptions import ImproperlyConfigured
 
-from emergence import compat
+from emergence import compat, drain
 from emergence.compat import daphne as fixes
 
 
@@ -28,9 +29,10 @@ class Closing:
         self.calls.append(("sendClose", code))
 
 
-def test_both_fixes_are_applied_at_start_up():
+def test_every_change_is_applied_at_start_up():
     assert fixes.is_patched(WebSocketProtocol.serverClose)
     assert fixes.is_patched(Server.kill_all_applications)
+    assert fixes.is_patched(WebSocketProtocol.onConnect)
 
 
 @pytest.mark.parametrize("code", [1000, 1008, 1009, 1011, 1012, 1013])
@@ -53,7 +55,24 @@ def test_autobahn_still_refuses_the_codes_the_fix_sends():
         AutobahnProtocol.sendClose(Closing(), code=1012)
 
 
-async def test_shutdown_skips_connections_without_an_app_and_awaits_every_app():
+@pytest.fixture
+def not_draining(monkeypatch, settings):
+    """A drain's process-wide flags, put back after the test."""
+    from ops import health
+
+    monkeypatch.setattr(drain, "_refusing", False)
+    monkeypatch.setattr(health, "_draining", False)
+    settings.WS_DRAIN_SECONDS = 0.2
+
+
+def socket() -> WebSocketProtocol:
+    """A Daphne socket as the drain sees it (never connected)."""
+    return WebSocketProtocol.__new__(WebSocketProtocol)
+
+
+async def test_shutdown_drains_skips_connections_without_an_app_awaits_every_app(
+    not_draining,
+):
     cleaned = []
 
     async def app(name: str, cleanup_s: float) -> None:
@@ -70,14 +89,16 @@ async def test_shutdown_skips_connections_without_an_app_and_awaits_every_app():
     await finished
     await asyncio.sleep(0)  # both apps are waiting in their sleep
     server = SimpleNamespace(
+        application_close_timeout=10,
         connections={
             "keep-alive": {},  # an HTTP connection that has not started its app
-            "quick": {"application_instance": quick},
-            "slow": {"application_instance": slow},
-            "finished": {"application_instance": finished},
-        }
+            socket(): {"application_instance": quick},
+            socket(): {"application_instance": slow},
+            socket(): {"application_instance": finished},
+        },
     )
     deferred = Server.kill_all_applications(server)
+    assert drain.refusing()  # at once: new handshakes are refused from now
     await asyncio.wait_for(deferred.asFuture(asyncio.get_running_loop()), 5)
     assert quick.cancelled() and slow.cancelled()
     # Daphne's own gather ended with the first app that re-raised: the slow one
@@ -85,12 +106,46 @@ async def test_shutdown_skips_connections_without_an_app_and_awaits_every_app():
     assert sorted(cleaned) == ["quick", "slow"]
 
 
+def test_a_handshake_during_the_drain_is_refused_with_503(not_draining):
+    class Recorder:
+        def __init__(self) -> None:
+            self.connections: dict = {}
+            self.actions: list = []
+
+        def protocol_connected(self, protocol):
+            self.connections[protocol] = {"connected": 0}
+
+        def protocol_disconnected(self, protocol):
+            self.connections[protocol]["disconnected"] = 0
+
+        def log_action(self, protocol, action, details):
+            self.actions.append((protocol, action, details))
+
+    server = Recorder()
+    protocol = WebSocketProtocol.__new__(WebSocketProtocol)
+    protocol.factory = SimpleNamespace(server_class=server)
+    peer = SimpleNamespace(host="127.0.0.1", port=5000)
+    protocol.transport = SimpleNamespace(getPeer=lambda: peer)
+    request = SimpleNamespace(path="/ws/s1/")
+    drain._refusing = True
+    with pytest.raises(ConnectionDeny) as denied:
+        WebSocketProtocol.onConnect(protocol, request)
+    assert denied.value.code == 503
+    # Daphne's onClose, which follows, finds what it reads; no app was made.
+    assert server.connections == {protocol: {"connected": 0, "disconnected": 0}}
+    assert server.actions == [
+        ("websocket", "rejected", {"path": "/ws/s1/", "client": "127.0.0.1:5000"})
+    ]
+
+
 def test_applying_again_changes_nothing():
     close, kill = WebSocketProtocol.serverClose, Server.kill_all_applications
+    connect = WebSocketProtocol.onConnect
     compat.apply()
     fixes.apply()
     assert WebSocketProtocol.serverClose is close
     assert Server.kill_all_applications is kill
+    assert WebSocketProtocol.onConnect is connect
 
 
 def test_each_fix_wraps_the_original_once():
@@ -98,16 +153,23 @@ def test_each_fix_wraps_the_original_once():
         def serverClose(self, code=None):  # noqa: N802
             self.sendClose(code=1000 if code is None else code)
 
+        def onConnect(self, request):  # noqa: N802
+            return None
+
     class Bare:
         def kill_all_applications(self):
             return None
 
     fixes.allow_registered_close_codes(Protocol)
-    fixes.cancel_applications_on_shutdown(Bare)
-    close, kill = Protocol.serverClose, Bare.kill_all_applications
+    fixes.cancel_applications_on_shutdown(Bare, Protocol)
+    fixes.refuse_handshakes_while_draining(Protocol)
+    patched = Protocol.serverClose, Bare.kill_all_applications, Protocol.onConnect
     fixes.allow_registered_close_codes(Protocol)
-    fixes.cancel_applications_on_shutdown(Bare)
-    assert (Protocol.serverClose, Bare.kill_all_applications) == (close, kill)
+    fixes.cancel_applications_on_shutdown(Bare, Protocol)
+    fixes.refuse_handshakes_while_draining(Protocol)
+    assert (Protocol.serverClose, Bare.kill_all_applications, Protocol.onConnect) == (
+        patched
+    )
     closing = Closing()
     Protocol.serverClose(closing, code=4000)
     assert closing.calls == [("sendClose", 4000)]
@@ -123,15 +185,20 @@ def unpatched(monkeypatch):
     def kill_all_applications(self):
         return None
 
+    def on_connect(self, request):
+        return None
+
     monkeypatch.setattr(WebSocketProtocol, "serverClose", server_close)
     monkeypatch.setattr(Server, "kill_all_applications", kill_all_applications)
-    return server_close, kill_all_applications
+    monkeypatch.setattr(WebSocketProtocol, "onConnect", on_connect)
+    return server_close, kill_all_applications, on_connect
 
 
 def test_an_unpatched_daphne_is_patched(unpatched):
     fixes.apply()
     assert fixes.is_patched(WebSocketProtocol.serverClose)
     assert fixes.is_patched(Server.kill_all_applications)
+    assert fixes.is_patched(WebSocketProtocol.onConnect)
 
 
 def test_another_daphne_release_is_left_alone_with_one_warning(
@@ -145,7 +212,12 @@ def test_another_daphne_release_is_left_alone_with_one_warning(
     )
     caplog.set_level(logging.WARNING, logger="emergence.compat")
     fixes.apply()
-    assert (WebSocketProtocol.serverClose, Server.kill_all_applications) == unpatched
+    targets = (
+        WebSocketProtocol.serverClose,
+        Server.kill_all_applications,
+        WebSocketProtocol.onConnect,
+    )
+    assert targets == unpatched
     [record] = caplog.records
     assert record.levelname == "WARNING"
     assert (record.event, record.package, record.installed, record.expected) == (

@@ -92,7 +92,7 @@ test("connection: attempts reset only after an established socket lived 10 s", (
   // Established and stable for 10 s: the next wait starts from 0.5 s again.
   t.Socket.last().hello();
   t.clock.advance(E.STABLE_MS);
-  t.Socket.last().serverClose(1012);
+  t.Socket.last().serverClose(1006);
   assert.equal(t.states[t.states.length - 1][1].delay, Math.floor(500 * 0.999));
 });
 

@@ -110,6 +110,20 @@ def test_readiness_all_up(client):
 
 
 @pytest.mark.django_db
+def test_readiness_draining_is_503_without_an_error_record(client, monkeypatch, caplog):
+    from ops import health
+
+    monkeypatch.setattr(health, "_draining", False)
+    health.start_draining()  # what the graceful shutdown does (emergence/drain.py)
+    response = client.get("/health/readiness")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["overall"] == "draining"
+    assert set(body["components"]) == COMPONENTS
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.django_db
 def test_readiness_cache_down(client, settings, closed_port):
     settings.CACHES = redis_cache(f"redis://127.0.0.1:{closed_port}/0")
     response = client.get("/health/readiness")
