@@ -137,6 +137,22 @@ function makeView() {
     login() {
       this.logins += 1;
     },
+    olders: [],
+    dividers: [],
+    unreads: [],
+    typings: [],
+    older(messages, done) {
+      this.olders.push({ messages: messages || [], done });
+    },
+    divider(seq) {
+      this.dividers.push(seq);
+    },
+    unread(count) {
+      this.unreads.push(count);
+    },
+    typing(text) {
+      this.typings.push(text);
+    },
     lastPending() {
       return this.pendingCalls[this.pendingCalls.length - 1];
     },

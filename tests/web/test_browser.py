@@ -212,7 +212,7 @@ def test_phone_width_and_keyboard_only(daphne, contexts, alice, password, artifa
     # The thread list is folded away on a narrow screen, and reachable.
     details = page.locator("#side-details")
     expect(details).not_to_have_attribute("open", "")
-    page.locator("#side-details summary").focus()
+    page.locator("#side-details > summary").focus()
     page.keyboard.press("Enter")
     expect(page.get_by_label("Open or start a thread")).to_be_visible()
     width = page.evaluate("document.documentElement.scrollWidth")

@@ -114,8 +114,11 @@ def test_thread_picker_lists_what_the_user_may_open(alice_client, alice, bob):
     theirs.members.add(bob)
     html = alice_client.get("/?thread=new-one").content.decode()
     links = re.findall(r'<a href="\?thread=([^"]+)"', html)
-    assert links == ["alice-and-bob", "new-one", "public-one"]
-    assert 'href="?thread=new-one" aria-current="page"' in html
+    # Public threads first, then the user's private ones (their own list).
+    assert links == ["new-one", "public-one", "alice-and-bob"]
+    private = html.split('id="private-threads"', 1)[1].split("</ul>", 1)[0]
+    assert "?thread=alice-and-bob" in private and "bob-only" not in html
+    assert 'href="?thread=new-one" data-thread="new-one" aria-current="page"' in html
 
 
 def test_private_thread_of_others_gets_no_history(alice_client, bob):
