@@ -1,15 +1,19 @@
-# Emergence: `make run` serves the app, `make test` runs the whole suite.
+# Emergence: `make run` serves the embedded demo, `make test` runs the whole suite.
+# Production: `make migrate` once per deploy, then `make serve` for every instance.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
-DAPHNE_FLAGS := --ping-interval 20 --ping-timeout 60 --application-close-timeout 10 \
+DAPHNE_FLAGS := --ping-interval 20 --ping-timeout 60 --application-close-timeout 15 \
 	--websocket_connect_timeout 15
+# More Daphne options for `make serve`, e.g. SERVE_ARGS=--proxy-headers behind a proxy.
+SERVE_ARGS ?=
+STATIC_MANIFEST := $(or $(STATIC_ROOT),staticfiles)/staticfiles.json
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/emergence
 export TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test test-py test-js lint format migrate demo-user clean venv venv-dev bench \
+.PHONY: run serve migrate static test test-py test-js lint format clean venv venv-dev bench \
 	bench-quick faults faults-quick
 
 # Two stamps: `make run` needs the runtime only (requirements.txt, as in the image);
@@ -28,16 +32,44 @@ venv: $(BIN)/.runtime
 
 venv-dev: $(BIN)/.dev
 
-migrate: venv
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput
+# The embedded demo: SQLite, the in-memory layer, one process, the local settings
+# (DEBUG on, a development key) and a demo login. It never touches a configured
+# database: with DATABASE_URL or REDIS_URL set it stops and points at `make serve`.
+# DEBUG serves the static files from static/ directly: no collectstatic.
+run: export DJANGO_SETTINGS_MODULE = emergence.settings_local
+run: venv
+	@if [ -n "$$DATABASE_URL$$REDIS_URL" ]; then \
+		echo "make run is the embedded demo (SQLite, DEBUG on, a demo superuser) and"; \
+		echo "will not run against DATABASE_URL/REDIS_URL. For them: make migrate, then"; \
+		echo "make serve (docs/OPERATIONS.md); or unset both to try the demo."; \
+		exit 2; \
+	fi
+	$(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py demo_user --url http://$(HOST):$(PORT)/
+	exec $(BIN)/python -m emergence.server -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS) \
+		emergence.asgi:application
 
-demo-user: migrate
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py demo_user --url http://$(HOST):$(PORT)/
+# Production settings (emergence.settings: DEBUG off; SECRET_KEY required, a
+# development one refused). One instance: no migrate, no demo user. Run
+# `make migrate` first (once per deploy, from one place).
+serve: export DJANGO_SETTINGS_MODULE = emergence.settings
+serve: venv $(STATIC_MANIFEST)
+	exec $(BIN)/python -m emergence.server -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS) \
+		$(SERVE_ARGS) emergence.asgi:application
 
-run: demo-user
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py collectstatic --noinput -v0
-	DEBUG=$${DEBUG:-1} exec $(BIN)/python -m emergence.server -b $(HOST) -p $(PORT) \
-		$(DAPHNE_FLAGS) emergence.asgi:application
+# The deploy step: migrations under a PostgreSQL advisory lock, so that two
+# deploys starting at once do not both create tables (the second waits, then has
+# nothing to do); and the static files, before instances on this host start.
+migrate: export DJANGO_SETTINGS_MODULE = emergence.settings
+migrate: venv $(STATIC_MANIFEST)
+	$(BIN)/python manage.py migrate_locked --noinput
+
+# Hashed, compressed static files for the production settings (whitenoise),
+# collected again when a source file is newer than the manifest.
+static: $(STATIC_MANIFEST)
+$(STATIC_MANIFEST): export DJANGO_SETTINGS_MODULE = emergence.settings
+$(STATIC_MANIFEST): $(shell find static -type f) | venv
+	$(BIN)/python manage.py collectstatic --noinput -v0
 
 # Both suites always run; the target fails when either of them failed.
 test: venv-dev

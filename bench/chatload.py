@@ -4,8 +4,9 @@ Mirrors static/chat/app.js: full-jitter exponential backoff between reconnects
 (reset after a connection that lived STABLE seconds), retry on every close code but
 44xx, resume from the last contiguous seq, resend every unacknowledged message (ids
 are client-chosen, so a resend is idempotent), HTTP catch-up when the replay was not
-`recovered`, and a `resume` frame when a gap shows. Unlike a browser it can fail over
-to the next server URL of a list, as a load balancer would.
+`recovered`, and a `resume` frame when a gap shows; refused as `overloaded` (then
+1013), it waits the frame's retry_after_ms instead of its backoff. Unlike a browser
+it can fail over to the next server URL of a list, as a load balancer would.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ ACK_TIMEOUT_S = 5.0
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Full jitter: random(0, min(cap, base * 2^attempt)) seconds."""
     return rng.random() * min(cap, base * 2 ** min(max(attempt, 0), 30))
+
+
+def retry_after_s(frame: dict[str, Any], cap: float) -> float | None:
+    """An `overloaded` frame's retry_after_ms in seconds (at most `cap`), or None."""
+    ms = frame.get("retry_after_ms")
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or not ms >= 0:
+        return None
+    return min(ms / 1000, cap)
 
 
 def fetch_token(http: str, username: str, password: str) -> str:
@@ -149,6 +158,7 @@ class ChatClient:
         self.lost_at: float | None = None
         self._counter = 0
         self._attempt_no = 0
+        self._retry_after: float | None = None  # seconds, from `overloaded`
         self._stopping = False
         self._replay_left = 0
         self._replay_is_resume = False
@@ -239,6 +249,7 @@ class ChatClient:
         while not self._stopping and len(self.attempts) < self.config.max_attempts:
             attempt = Attempt(self._url(), time.monotonic())
             self.attempts.append(attempt)
+            self._retry_after = None
             try:
                 ws = await websockets.connect(
                     attempt.url,
@@ -279,6 +290,11 @@ class ChatClient:
                 if lived >= self.config.stable_s:
                     self._attempt_no = 0
             self._lost()
+            if code == 1013 and self._retry_after is not None:
+                # Overloaded: the server said when (PROTOCOL.md §2, "Overload"); its
+                # wait grows with the crowd, so ours does not grow on top of it.
+                await asyncio.sleep(self._retry_after)
+                continue
             # 1012: the server goes away; anything abnormal: it may be gone.
             await self._backoff(failover=code in (1006, 1011, 1012, CLIENT_CLOSE))
         self._changed.set()
@@ -355,6 +371,8 @@ class ChatClient:
                 # Which frame was refused is not said: resend the outbox later.
                 for msg_id in self.outbox:
                     self.sent_at[msg_id] = time.monotonic() - self.config.ack_timeout
+            elif code == "overloaded":
+                self._retry_after = retry_after_s(frame, self.config.backoff_cap)
         self._changed.set()
 
     def _on_hello(self, hello: dict[str, Any], attempt: Attempt) -> None:

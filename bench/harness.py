@@ -88,6 +88,11 @@ def emergence_env(
         WS_RATE_LIMIT="1000",
         # A load test logs in hundreds of times from one address.
         LOGIN_THROTTLE_ADDRESS_FAILURES="100000",
+        # A few accounts stand for thousands of users: the per-user limits (sockets,
+        # frames across sockets, new threads) are product rules, not capacity.
+        WS_MAX_SOCKETS_PER_USER="100000",
+        WS_USER_RATE_LIMIT="100000",
+        THREAD_CREATE_LIMIT="100000",
     )
     env.update(extra)
     return env

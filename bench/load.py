@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,8 @@ from bench.harness import Cluster
 from bench.servers import Server
 
 OPEN_TIMEOUT = 30.0
+# How long connect_many keeps trying a socket the server refused as `overloaded`.
+OVERLOADED_PATIENCE = 60.0
 
 
 class Sock:
@@ -74,15 +77,22 @@ async def connect(
     session_id: str,
     thread: str,
     on_frame: Callable[[str, float], None] | None = None,
+    *,
+    marks: dict[str, float] | None = None,
+    timeout: float | None = None,
 ) -> Sock:
     """Open a socket and wait until it is usable.
 
     For Emergence that is the `presence` frame: the session is loaded, the replay (if
     any) sent and the presence snapshot taken. For an echo server, the handshake.
+    `timeout` (if given) bounds the whole attempt; otherwise the handshake and then
+    the wait for presence get OPEN_TIMEOUT each. `marks` (if given) gets the
+    perf_counter of the "handshake" and, for Emergence, of the "first_frame".
     """
+    deadline = time.perf_counter() + (timeout or OPEN_TIMEOUT)
     kwargs: dict[str, Any] = {
         "proxy": None,
-        "open_timeout": OPEN_TIMEOUT,
+        "open_timeout": timeout or OPEN_TIMEOUT,
         "ping_interval": None,
         "close_timeout": 5,
         "max_queue": None,
@@ -90,16 +100,23 @@ async def connect(
     if cluster.emergence:
         kwargs["subprotocols"] = ["jwt", cluster.token]
     ws = await websockets.connect(url(cluster, server, session_id, thread), **kwargs)
+    if marks is not None:
+        marks["handshake"] = time.perf_counter()
+    if timeout is None:
+        deadline = time.perf_counter() + OPEN_TIMEOUT
     if cluster.emergence:
         try:
-            async with asyncio.timeout(OPEN_TIMEOUT):
+            async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
                 while True:
                     # Only the first few frames are decoded; broadcasts never are.
-                    kind = json.loads(await ws.recv()).get("type")
+                    frame = json.loads(await ws.recv())
+                    if marks is not None:
+                        marks.setdefault("first_frame", time.perf_counter())
+                    kind = frame.get("type")
                     if kind == "presence":
                         break
                     if kind == "error":
-                        raise ConnectError("error frame before presence")
+                        raise ConnectError.from_frame(frame)
         except BaseException:
             ws.transport.abort()
             raise
@@ -108,6 +125,23 @@ async def connect(
 
 class ConnectError(Exception):
     """The server refused or closed a socket while it was being established."""
+
+    def __init__(
+        self, message: str, code: str = "", retry_after_ms: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after_ms = retry_after_ms
+
+    @classmethod
+    def from_frame(cls, frame: dict[str, Any]) -> ConnectError:
+        """An `error` frame before presence (e.g. `overloaded` with retry_after_ms)."""
+        code = str(frame.get("code") or "")
+        wait = frame.get("retry_after_ms")
+        number = isinstance(wait, int | float) and not isinstance(wait, bool)
+        valid = number and math.isfinite(wait) and wait >= 0
+        retry_after_ms = int(wait) if valid else None
+        return cls(f"error frame before presence: {code}", code, retry_after_ms)
 
 
 CONNECT_ERRORS = (
@@ -131,7 +165,12 @@ async def connect_many(
     tag: str = "s",
     on_frame: Callable[[int], Callable[[str, float], None] | None] = lambda i: None,
 ) -> tuple[list[Sock], int]:
-    """Open `count` sockets spread over `threads` threads; return them and failures."""
+    """Open `count` sockets spread over `threads` threads; return them and failures.
+
+    A connect refused as `overloaded` (admission control) is tried again after the
+    server's retry_after_ms, for a bounded time: setting a scenario up is not what
+    it measures.
+    """
     gate = asyncio.Semaphore(concurrency)
     socks: list[Sock | None] = [None] * count
     failures = 0
@@ -139,13 +178,26 @@ async def connect_many(
     async def one(i: int) -> None:
         nonlocal failures
         server = cluster.servers[server_index(i) % len(cluster.servers)]
+        deadline = time.perf_counter() + OVERLOADED_PATIENCE
         async with gate:
-            try:
-                socks[i] = await connect(
-                    cluster, server, f"{tag}-{i}", f"{tag}-t{i % threads}", on_frame(i)
-                )
-            except CONNECT_ERRORS:
-                failures += 1
+            while True:
+                try:
+                    socks[i] = await connect(
+                        cluster,
+                        server,
+                        f"{tag}-{i}",
+                        f"{tag}-t{i % threads}",
+                        on_frame(i),
+                    )
+                    return
+                except ConnectError as exc:
+                    if exc.code != "overloaded" or time.perf_counter() > deadline:
+                        failures += 1
+                        return
+                    await asyncio.sleep((exc.retry_after_ms or 500) / 1000)
+                except CONNECT_ERRORS:
+                    failures += 1
+                    return
 
     await asyncio.gather(*(one(i) for i in range(count)))
     return [s for s in socks if s is not None], failures

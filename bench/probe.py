@@ -2,7 +2,9 @@
 
 Run apart from the load generator so that its own busy event loop never inflates the
 latencies it reports. Prints one JSON object: `[[start_offset_s, latency_ms], ...]`
-(latency null for a failed probe).
+(latency null for a failed probe); with --wall-clock the first item is the probe's
+start as Unix time instead, to line samples up with another process's events.
+SIGTERM ends it early: it still prints what it measured.
 
     python -m bench.probe http://127.0.0.1:8000/health/liveness --seconds 8
 """
@@ -10,18 +12,31 @@ latencies it reports. Prints one JSON object: `[[start_offset_s, latency_ms], ..
 import argparse
 import http.client
 import json
+import signal
 import sys
 import time
 from urllib.parse import urlsplit
 
+stopping = False
 
-def probe(url: str, seconds: float, interval: float, timeout: float) -> list:
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM: finish the probe under way, then print."""
+    global stopping
+    stopping = True
+
+
+def probe(
+    url: str, seconds: float, interval: float, timeout: float, wall: bool = False
+) -> list:
     """Probe until `seconds` have passed; one new connection per probe, like an LB."""
     parts = urlsplit(url)
     out = []
     start = time.perf_counter()
+    # Unix time of perf_counter's zero, so that a sample's offset becomes a date.
+    base = time.time() - start if wall else -start
     next_at = start
-    while (now := time.perf_counter()) - start < seconds:
+    while (now := time.perf_counter()) - start < seconds and not stopping:
         if now < next_at:
             time.sleep(next_at - now)
         began = time.perf_counter()
@@ -37,7 +52,7 @@ def probe(url: str, seconds: float, interval: float, timeout: float) -> list:
             conn.close()
         done = time.perf_counter()
         out.append(
-            [round(began - start, 4), round((done - began) * 1000, 2) if ok else None]
+            [round(base + began, 4), round((done - began) * 1000, 2) if ok else None]
         )
         next_at = began + interval
     return out
@@ -53,11 +68,16 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="a probe slower than this failed"
     )
-    args = parser.parse_args()
-    seconds = min(args.seconds, 120.0)
-    json.dump(
-        probe(args.url, seconds, args.interval_ms / 1000, args.timeout), sys.stdout
+    parser.add_argument(
+        "--wall-clock", action="store_true", help="sample times as Unix time"
     )
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _stop)
+    seconds = min(args.seconds, 120.0)
+    samples = probe(
+        args.url, seconds, args.interval_ms / 1000, args.timeout, args.wall_clock
+    )
+    json.dump(samples, sys.stdout)
 
 
 if __name__ == "__main__":

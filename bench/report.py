@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
+import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from bench import storms
 
 COLUMNS = (
     ("emergence", "Emergence (Daphne)"),
@@ -22,7 +26,14 @@ SCENARIO_TITLES = {
     "liveness_storm": "Liveness from another process during a disconnect storm",
     "pg_restart": "PostgreSQL restart: DB back to first usable socket",
     "page_load": "Chat page in Chromium (fresh context, then reload)",
+    "connect_storm": "Connect storm: N sockets opened K at a time on one instance",
+    "max_rate": "Highest message rate across two instances, p99 ≤ 100 ms, none lost",
+    "retry_storm": "Fast-retry reconnect storm: N dropped, retrying every 0.2–1 s",
 }
+BASELINE = "channels-echo"
+# Per-step figures of the rate search (at<rate>_<figure>): a table of their own.
+STEP_KEY = re.compile(r"^at(\d+)_(.+)$")
+STEP_FIELDS = ("sent_per_s", "p50_ms", "p99_ms", "lost")
 
 
 def median(result: dict, scenario: str, target: str, key: str) -> float | None:
@@ -173,6 +184,131 @@ def _cell(result: dict, scenario: str, target: str, keys: tuple[str, ...]) -> st
     return " / ".join(fmt(figures.get(k)) for k in keys)
 
 
+@dataclass(frozen=True)
+class Versus:
+    """A figure shown for every target with its ratio to the echo's, run by run."""
+
+    title: str
+    scenario: str
+    key: str
+    unit: str = ""
+    note: str = ""  # a text figure said after the value (e.g. why a search stopped)
+
+
+VERSUS = (
+    Versus("Connect storm: wall time", "connect_storm", "wall_s", " s"),
+    Versus(
+        "Connect storm: first frame p50", "connect_storm", "first_frame_p50_ms", " ms"
+    ),
+    Versus(
+        "Connect storm: first frame p99", "connect_storm", "first_frame_p99_ms", " ms"
+    ),
+    Versus("Connect storm: failed (not overloaded)", "connect_storm", "failures"),
+    Versus("Connect storm: refused `overloaded`", "connect_storm", "overloaded"),
+    Versus(
+        "Highest rate held, stopped by",
+        "max_rate",
+        "max_rate_per_s",
+        " msg/s",
+        "stopped_by",
+    ),
+    Versus("Fast-retry storm: all back", "retry_storm", "all_back_s", " s"),
+    Versus("Fast-retry storm: not back at the bound", "retry_storm", "not_back"),
+    Versus("Fast-retry storm: attempts", "retry_storm", "attempts"),
+    Versus("Fast-retry storm: refused `overloaded`", "retry_storm", "overloaded"),
+    Versus("Fast-retry storm: other failed attempts", "retry_storm", "other_failures"),
+    Versus("Fast-retry storm: liveness p99", "retry_storm", "liveness_p99_ms", " ms"),
+)
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def echo_ratio(
+    result: dict, scenario: str, target: str, key: str, base: str = BASELINE
+) -> float | None:
+    """Median over runs of a target's figure over the echo's in that same run."""
+    ratios = []
+    for run in result.get("raw") or []:
+        mine, echo = (run.get(t, {}).get(scenario) for t in (target, base))
+        if not isinstance(mine, dict) or not isinstance(echo, dict):
+            continue
+        num, den = _finite(mine.get(key)), _finite(echo.get(key))
+        if num is not None and den:
+            ratios.append(num / den)
+    return statistics.median(ratios) if ratios else None
+
+
+def times(ratio: float) -> str:
+    """A ratio as it reads best: 12×, 2.1×, 0.45×."""
+    if ratio == 0:
+        return "0×"
+    if ratio >= 10:
+        return f"{ratio:,.0f}×"
+    return f"{ratio:.1f}×" if ratio >= 1 else f"{ratio:.2f}×"
+
+
+def versus_cell(result: dict, row: Versus, target: str) -> str:
+    """`9.8 s (2.1× echo)`: the median, and the median ratio to the echo."""
+    figures = result["figures"].get(row.scenario, {}).get(target)
+    if not figures:
+        return "–"
+    if "error" in figures:
+        return "failed"
+    value = median(result, row.scenario, target, row.key)
+    if value is None:
+        return "–"
+    text = _num(value) + ("" if math.isnan(value) else row.unit)
+    if row.note and isinstance(figures.get(row.note), str):
+        text += f", {figures[row.note]}"
+    if target == BASELINE:
+        return text
+    ratio = echo_ratio(result, row.scenario, target, row.key)
+    return text if ratio is None else f"{text} ({times(ratio)} echo)"
+
+
+def versus_section(result: dict) -> list[str]:
+    """The storm and capacity figures of every target, each against the echo's."""
+    rows = [row for row in VERSUS if row.scenario in result["figures"]]
+    if not rows:
+        return []
+    # Sizes of an older results file default to the full run's.
+    z = {**asdict(storms.FULL), **result.get("sizes", {})}
+    steps = ", ".join(f"{rate:,}" for rate in z["rate_steps"])
+    lines = [
+        "## Storms and capacity, against the bare Channels echo",
+        "",
+        "Each cell: the median over runs; in brackets, the median over runs of its "
+        "ratio to the bare Channels echo's figure in the same run.",
+        f"Connect storm: {z['connect_storm_sockets']:,} sockets opened "
+        f"{z['connect_storm_concurrency']} at a time on one instance and kept open; "
+        "first frame: from the attempt to the first frame the server sent "
+        "(Emergence: `ws:session_established`; the echo servers send none on open, "
+        "so theirs is the handshake). "
+        f"Highest rate held: steps of {steps} msg/s over "
+        f"{z['rate_pairs']} pairs on two instances (half A→B, half B→A), "
+        f"{z['rate_step_seconds']} s each, until a step's p99 is over "
+        f"{z['rate_p99_ms']:g} ms (stopped by `p99`), a message is lost (`lost`) or "
+        "the load generator falls behind (`generator`); `ceiling`: every step held. "
+        f"Fast-retry storm: {z['retry_sockets']:,} sockets on one instance "
+        "aborted at once, each client retrying at once and then every 0.2–1 s with "
+        "no backoff (an `overloaded` error frame's `retry_after_ms` honoured), "
+        f"bounded at {z['retry_bound_seconds']:g} s, in the first "
+        f"{min(z['retry_runs'], result.get('runs', 1))} run(s); liveness probed from "
+        "the drop until all are back.",
+        "",
+        "| figure | " + " | ".join(t for _, t in COLUMNS) + " |",
+        "| --- | " + " | ".join("---" for _ in COLUMNS) + " |",
+    ]
+    for row in rows:
+        cells = [versus_cell(result, row, key) for key, _ in COLUMNS]
+        lines.append(f"| {row.title} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def markdown(result: dict) -> str:
     """The whole RESULTS.md."""
     m, v, sizes = result["machine"], result["versions"], result["sizes"]
@@ -203,11 +339,18 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {row.title} | {row.target} | " + " | ".join(cells) + f" | {verdict} |"
         )
-    lines += ["", "## Every figure", ""]
+    lines += ["", *versus_section(result), "## Every figure", ""]
+    lines += every_figure(result)
+    return "\n".join(lines) + "\n"
+
+
+def every_figure(result: dict) -> list[str]:
+    """One table per scenario: every figure of every target (rate steps apart)."""
+    lines: list[str] = []
     for scenario, by_target in result["figures"].items():
         keys: list[str] = []
         for figures in by_target.values():
-            keys += [k for k in figures if k not in keys]
+            keys += [k for k in figures if k not in keys and not STEP_KEY.match(k)]
         lines += [
             f"### {SCENARIO_TITLES.get(scenario, scenario)} (`{scenario}`)",
             "",
@@ -218,8 +361,26 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"| {target} | " + " | ".join(fmt(figures.get(k)) for k in keys) + " |"
             )
-        lines.append("")
-    return "\n".join(lines) + "\n"
+        lines += ["", *steps_table(by_target)]
+    return lines
+
+
+def steps_table(by_target: dict) -> list[str]:
+    """Each rate step a target ran: what was sent, its latencies and losses."""
+    rows = []
+    for target, figures in by_target.items():
+        rates = {int(m.group(1)) for k in figures if (m := STEP_KEY.match(k))}
+        for rate in sorted(rates):
+            cells = [fmt(figures.get(f"at{rate}_{k}")) for k in STEP_FIELDS]
+            rows.append(f"| {target} | {rate:,} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        "| target | offered msg/s | " + " | ".join(STEP_FIELDS) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in STEP_FIELDS) + " |",
+        *rows,
+        "",
+    ]
 
 
 def broken(result: dict) -> list[str]:
@@ -229,7 +390,7 @@ def broken(result: dict) -> list[str]:
         for target, figures in by_target.items():
             if "error" in figures:
                 out.append(f"{scenario} on {target}: {figures['error']}")
-            for key in ("lost", "missing", "never_back"):
+            for key in ("lost", "missing", "never_back", "gave_up"):
                 if (median(result, scenario, target, key) or 0) > 0:
                     out.append(f"{scenario} on {target}: {key} > 0")
             if scenario == "error_records" and (figures.get("value") or {}).get(

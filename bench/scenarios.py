@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from bench.harness import ROOT, Cluster
 from bench.load import (
     CONNECT_ERRORS,
+    ConnectError,
     Sock,
     abort_all,
     chat_frame,
@@ -110,20 +111,19 @@ async def connect_latency(cluster: Cluster, sizes: Sizes) -> dict:
     """Connect + session load at a fixed arrival rate: open to usable, per socket."""
     count = int(sizes.connect_rate * sizes.connect_seconds)
     latencies: list[float] = []
-    failures = 0
+    failed: list[str] = []  # the `error` frame's code, if any, of each failure
     socks: list[Sock] = []
     start = time.perf_counter()
 
     async def one(i: int) -> None:
-        nonlocal failures
         await asyncio.sleep(
             max(0.0, start + i / sizes.connect_rate - time.perf_counter())
         )
         began = time.perf_counter()
         try:
             sock = await connect(cluster, cluster.servers[0], f"c-{i}", f"c-t{i % 100}")
-        except CONNECT_ERRORS:
-            failures += 1
+        except CONNECT_ERRORS as exc:
+            failed.append(exc.code if isinstance(exc, ConnectError) else "")
             return
         latencies.append(time.perf_counter() - began)
         socks.append(sock)
@@ -133,7 +133,9 @@ async def connect_latency(cluster: Cluster, sizes: Sizes) -> dict:
     await close_all(socks)
     return {
         "connects": count,
-        "failures": failures,
+        "failures": len(failed),
+        # Of the failures, refused by admission control (not retried here).
+        "overloaded": failed.count("overloaded"),
         "offered_per_s": sizes.connect_rate,
         "achieved_per_s": round(achieved, 1),
         "p50_ms": ms(percentile(latencies, 50)),

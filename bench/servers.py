@@ -31,7 +31,7 @@ DAPHNE_FLAGS = [
     "--ping-timeout",
     "60",
     "--application-close-timeout",
-    "10",
+    "15",
     "--websocket_connect_timeout",
     "15",
 ]

@@ -12,12 +12,17 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from accounts.middleware import scope_login
 from chat import protocol, sockets
 from chat.delivery import OrderedDelivery
+from chat.limits import UserLimits
+from chat.logins import LoginWatch
 from chat.protocol import Close, ConnectError, FrameError
 from chat.ratelimit import RefusalWindow, TokenBucket
-from chat.services import ThreadForbidden
+from chat.replays import ReplayGate, replay_cost
+from chat.services import ThreadForbidden, ThreadQuotaExceeded
 from chat.sockets import SocketContext
+from chat.typing import typing_forward, typing_frame
 from ops import metrics
 from ops.db import DatabaseUnavailable
 from ops.redis_client import REDIS_UNREACHABLE as LAYER_ERRORS
@@ -50,6 +55,7 @@ class State(enum.Enum):
 ENDING = (State.CLOSING, State.CLOSED)
 # How long a socket whose channel could not be made waits for its websocket.connect.
 LAYER_LOST_CONNECT_WAIT_S = 5.0
+RATE_LIMITED = "too many frames; slow down"
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -59,9 +65,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         super().__init__(*args, **kwargs)
         self.state = State.NEW
         self.ctx = SocketContext()
+        self.login = LoginWatch()
         self.delivery = OrderedDelivery(self.send_json)
         self.bucket = TokenBucket(settings.WS_RATE_LIMIT, settings.WS_RATE_LIMIT * 2)
         self.refusals = RefusalWindow(settings.WS_RATE_LIMIT_CLOSE_AFTER)
+        self.replays = ReplayGate()
+        self.limits = UserLimits()
 
     # --- Channels plumbing -----------------------------------------------------------
 
@@ -83,7 +92,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.ctx.session_id,
                 extra={"event": "ws_cancelled"},
             )
-            if self.state not in (State.NEW, State.CLOSED):
+            if self.state is State.NEW:
+                await self.shutdown_before_connect(send)
+            elif self.state is not State.CLOSED:
                 await self.shutdown_close()
             raise
 
@@ -125,20 +136,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.state = State.CONNECTING
-        user = self.scope.get("user")
-        self.ctx.start(channel=self.channel_name, layer=self.channel_layer, user=user)
+        self.ctx.start(channel=self.channel_name, layer=self.channel_layer, user=None)
         offered = self.scope.get("subprotocols") or []
-        # Accept first, even to refuse: the client can only read a close code after
-        # the handshake (PROTOCOL.md §2); a refused handshake shows it 1006.
+        # Accept first, even to refuse, and before the user lookup (it can wait on
+        # the DB): the client can only read a close code after the handshake
+        # (PROTOCOL.md §2); a refused or timed-out handshake shows it 1006.
         await self.accept("jwt" if offered[:1] == ["jwt"] else None)
         if not await self.admit():
             return
+        await self.login.join(self.channel_layer, self.channel_name)
         try:
             opened = await sockets.socket_join(ctx=self.ctx)
         except DatabaseUnavailable:
             return await self.refuse_db_unavailable()
         except (SessionForbidden, ThreadForbidden):
             return await self.refuse(Close.FORBIDDEN)
+        except ThreadQuotaExceeded:
+            return await self.refuse(Close.TOO_MANY)  # over THREAD_CREATE_LIMIT
         hello = protocol.established_frame(self.ctx, opened, settings.INSTANCE_ID)
         await self.send_json(hello)
         await self.delivery.replay(opened.replay)
@@ -147,6 +161,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_json(frame)
         sockets.socket_ready()
         self.state = State.OPEN
+        self.login.arm(self.token_expired)
 
     async def admit(self) -> bool:
         """Check the URL and the scope; refuse the socket (False) if it cannot open."""
@@ -158,12 +173,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except ConnectError as exc:
             await self.refuse(exc.close_code)
             return False
+        login = await scope_login(self.scope)
         if self.scope.get("db_unavailable"):
             await self.refuse_db_unavailable()
             return False
+        self.ctx.user = login.user
         if not self.ctx.authenticated:
             await self.refuse(Close.UNAUTHENTICATED)
             return False
+        if not await self.limits.open(self.ctx.username, self.channel_name):
+            await self.refuse(Close.TOO_MANY)  # over WS_MAX_SOCKETS_PER_USER
+            return False
+        self.login.start(login)
         return True
 
     async def finish(self, code: int | None, *, local_timer: bool = True) -> None:
@@ -171,6 +192,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED
+        self.replays.cancel()
+        await self.limits.close()
+        # ctx.channel, not channel_name: unset when the channel could not be made.
+        await self.login.end(
+            None if self.ctx.layer_down else self.ctx.layer, self.ctx.channel
+        )
         await sockets.socket_close(
             ctx=self.ctx, client_code=code, local_timer=local_timer
         )
@@ -186,10 +213,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.closing(code)
         await self.close(code)
 
-    async def refuse_db_unavailable(self) -> None:
+    async def refuse_db_unavailable(self, frame_id: str | None = None) -> None:
         """The DB stayed down through every retry: error frame, then 1013."""
         self.ctx.db_down = True
-        await self.send_error("db_unavailable", "database unavailable")
+        await self.send_error("db_unavailable", "database unavailable", frame_id)
         await self.refuse(Close.TRY_AGAIN_LATER)
 
     async def end(self, code: int, gone: tuple[type[BaseException], ...]) -> None:
@@ -227,7 +254,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message["type"] != "websocket.connect":
             return  # the client left before its handshake reached us
         self.state = State.CONNECTING
-        self.ctx.start(channel="", layer=None, user=self.scope.get("user"))
+        self.ctx.start(channel="", layer=None, user=None)
         self.ctx.layer_down = True
         offered = self.scope.get("subprotocols") or []
         await self.accept("jwt" if offered[:1] == ["jwt"] else None)
@@ -238,6 +265,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.scope.get("query_string", b""),
             )
         await self.layer_lost(exc)
+
+    async def shutdown_before_connect(self, send) -> None:
+        """Cancelled before its websocket.connect was handled: accept, then 1012."""
+        # The handshake is still pending (Daphne queues websocket.connect with the
+        # app): answered, the client reads 1012 and reconnects elsewhere at once.
+        offered = self.scope.get("subprotocols") or []
+        subprotocol = "jwt" if offered[:1] == ["jwt"] else None
+        try:
+            await send({"type": "websocket.accept", "subprotocol": subprotocol})
+            await send({"type": "websocket.close", "code": Close.SERVICE_RESTART})
+        except Exception:  # the client may be gone already; we are exiting anyway
+            logger.debug("close 1012 before connect not sent", exc_info=True)
 
     async def shutdown_close(self) -> None:
         """Server going away: close 1012 so the client reconnects elsewhere at once."""
@@ -266,20 +305,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if protocol.too_big(text_data, bytes_data, settings.WS_MAX_MESSAGE_BYTES):
             return await self.refuse(Close.MESSAGE_TOO_BIG)
-        if not self.bucket.take():
-            if self.refusals.refuse():
-                return await self.refuse(Close.POLICY_VIOLATION)
-            return await self.send_error("rate_limited", "too many frames; slow down")
+        if not self.bucket.take() or not await self.limits.frame_allowed():
+            return await self.rate_limited(protocol.chat_message_id(text_data))
         if text_data is None:
             return await self.send_error("bad_frame", "binary frames are not supported")
         try:
             frame = protocol.parse_frame(text_data)
         except FrameError as exc:
-            return await self.send_error(exc.code, exc.detail)
+            return await self.send_error(exc.code, exc.detail, exc.frame_id)
         if isinstance(frame, protocol.ChatMessageFrame):
             await self.on_chat_message(frame)
         elif isinstance(frame, protocol.PingFrame):
             await self.send_json({"type": "pong", "ts": frame.ts})
+        elif isinstance(frame, protocol.RefreshFrame):
+            await self.on_refresh(frame)
+        elif isinstance(frame, protocol.TypingFrame):
+            await typing_forward(
+                layer=self.channel_layer,
+                thread_id=self.ctx.thread_id,
+                username=self.ctx.username,
+            )
         else:
             await self.on_resume(frame)
 
@@ -290,36 +335,90 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 ctx=self.ctx, client_id=frame.id, text=frame.text
             )
         except DatabaseUnavailable:
-            return await self.refuse_db_unavailable()
+            return await self.refuse_db_unavailable(frame.id)
         seq, duplicate = result.message.seq, result.duplicate
         ack = {"type": "ack", "id": frame.id, "seq": seq, "duplicate": duplicate}
         await self.send_json(ack)
         metrics.MESSAGE_LATENCY.observe(time.perf_counter() - started)
 
+    async def rate_limited(self, frame_id: str | None = None) -> None:
+        """Refuse a frame as `rate_limited`; too many refusals close with 1008."""
+        if self.refusals.refuse():
+            return await self.refuse(Close.POLICY_VIOLATION)
+        await self.send_error("rate_limited", RATE_LIMITED, frame_id)
+
     async def on_resume(self, frame: protocol.ResumeFrame) -> None:
+        if self.replays.busy:
+            return await self.rate_limited()  # at most one replay in flight
+        self.replays.start(self.resume(frame))
+
+    async def resume(self, frame: protocol.ResumeFrame) -> None:
+        """A resume's replay, run by the ReplayGate beside the frame loop."""
         try:
-            replay = await self.delivery.window(self.ctx.thread_id, frame.last_seq)
+            replay = await self.delivery.window(
+                self.ctx.thread_id, frame.last_seq, frame.epoch
+            )
+            if self.state is not State.OPEN:
+                return
+            # The frame paid one token on arrival; the rest of its cost now.
+            if not self.bucket.take(replay_cost(len(replay.messages)) - 1):
+                return await self.rate_limited()
+            await self.send_json(protocol.resumed_frame(replay))
+            await self.delivery.replay(replay)
         except DatabaseUnavailable:
-            return await self.refuse_db_unavailable()
-        await self.send_json(protocol.resumed_frame(replay))
-        await self.delivery.replay(replay)
+            with contextlib.suppress(*CLIENT_GONE, *CLIENT_CLOSING):
+                await self.refuse_db_unavailable()
+        except (*CLIENT_GONE, *CLIENT_CLOSING):
+            pass  # the client left: its websocket.disconnect finishes the socket
+        except Exception:
+            logger.exception(
+                "ws_replay_failed session_id=%s",
+                self.ctx.session_id,
+                extra={"event": "ws_replay_failed"},
+            )
+            await self.end(Close.SERVER_ERROR, (*CLIENT_GONE, *CLIENT_CLOSING))
+
+    async def on_refresh(self, frame: protocol.RefreshFrame) -> None:
+        expires_at = self.login.refresh(frame.token)
+        if expires_at is None:
+            detail = "token invalid, expired, or not this socket's user"
+            return await self.send_error("bad_token", detail)
+        await self.send_json(protocol.refreshed_frame(expires_at))
+
+    async def token_expired(self) -> None:
+        """The JWT's exp passed without a refresh (a timer's task): close 4401."""
+        if self.state is State.OPEN:
+            with contextlib.suppress(*CLIENT_GONE, *CLIENT_CLOSING):
+                await self.refuse(Close.UNAUTHENTICATED)
 
     # --- group messages --------------------------------------------------------------
+
+    async def auth_revoked(self, event: dict[str, Any]) -> None:
+        """The user was deactivated or the browser session logged out (any instance)."""
+        if self.state is State.OPEN:
+            await self.refuse(Close.UNAUTHENTICATED)
 
     async def chat_message(self, event: dict[str, Any]) -> None:
         """A live message of the thread, from any instance."""
         if self.state in ENDING:
             return
+        await self.replays.wait()  # live frames follow a replay in flight
         try:
             await self.delivery.live(event)
         except DatabaseUnavailable:
             # Never skip a seq: the client reconnects and resumes from its last.
             await self.refuse_db_unavailable()
 
+    async def chat_messages(self, event: dict[str, Any]) -> None:
+        """Live messages of the thread from one commit (chat.commits), in seq order."""
+        for frame in event["messages"]:
+            await self.chat_message(frame)
+
     async def chat_sync(self, event: dict[str, Any]) -> None:
         """Redis came back: send what the layer may have dropped, from the database."""
         if self.state is not State.OPEN:
             return
+        await self.replays.wait()
         try:
             recovered = await self.delivery.resync(self.ctx.thread_id)
         except DatabaseUnavailable:
@@ -337,8 +436,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         await self.send_json(frame)
 
-    async def send_error(self, code: str, detail: str) -> None:
-        await self.send_json(protocol.error_frame(code, detail))
+    async def chat_typing(self, event: dict[str, Any]) -> None:
+        """Someone in the thread is typing: shown to the other users only."""
+        if self.state is not State.OPEN or event["user"] == self.ctx.username:
+            return
+        await self.send_json(typing_frame(event))
+
+    async def send_error(
+        self, code: str, detail: str, frame_id: str | None = None
+    ) -> None:
+        await self.send_json(protocol.error_frame(code, detail, frame_id))
 
     async def send_json(self, data: dict[str, Any]) -> None:
         await self.send(text_data=protocol.dumps(data))

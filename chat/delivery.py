@@ -46,13 +46,16 @@ class OrderedDelivery:
                 await self._send_next(protocol.message_frame(message))
         await self._send_next(frame)
 
-    async def window(self, thread_id: str, after_seq: int | None) -> Replay:
+    async def window(
+        self, thread_id: str, after_seq: int | None, epoch: str | None = None
+    ) -> Replay:
         """The replay window after `after_seq` (for a resume, or a resync)."""
         return await db_call(
             replay_window,
             thread_id=thread_id,
             after_seq=after_seq,
             max_replay=settings.WS_MAX_REPLAY,
+            epoch=epoch,
             op="replay_window",
         )
 
@@ -60,8 +63,13 @@ class OrderedDelivery:
         """Send replayed frames; everything up to the thread's seq counts as sent."""
         for message in replay.messages:
             await self._send(protocol.message_frame(message))
-        metrics.REPLAYED.inc(len(replay.messages))
+        metrics.replay_sent(len(replay.messages))
         sent = replay.messages[-1].seq if replay.messages else 0
+        if replay.reset:
+            # The database may have gone back in time: the seqs it hands out next
+            # are new messages however old they look, never to be dropped here.
+            self.last_sent_seq = replay.last_seq
+            return
         self.last_sent_seq = max(self.last_sent_seq, replay.last_seq, sent)
 
     async def resync(self, thread_id: str) -> bool:

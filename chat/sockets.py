@@ -1,7 +1,8 @@
 """Opening and closing a chat socket: the services behind the consumer's lifecycle.
 
 Opening joins the thread's layer group, then makes one DB call (thread, session,
-connect event, replay), then enters presence. Closing writes the ws_disconnect
+connect event, replay) shared with the sockets opening at the same time
+(chat/connects.py), then enters presence. Closing writes the ws_disconnect
 record, the shared figures and metrics, leaves the group and presence, and records
 the close in the DB: once per socket, whatever ended it.
 """
@@ -14,21 +15,32 @@ from typing import Any
 
 from channels.layers import BaseChannelLayer
 from django.conf import settings
-from django.db import transaction
 
-from chat import protocol
+from chat import commits
+from chat.connects import (
+    SocketOpen,
+    SocketOpened,
+    socket_open_batched,
+    socket_open_many,
+)
 from chat.disconnects import log_disconnect
-from chat.protocol import ABNORMAL, Close, ConnectParams, reason_for
-from chat.selectors import Replay, replay_window
-from chat.services import MessageResult, message_create, thread_join
+from chat.protocol import (
+    ABNORMAL,
+    Close,
+    ConnectParams,
+    metric_outcome,
+    metric_reason,
+    reason_for,
+)
+from chat.services import MessageResult
 from ops import metrics
-from ops.db import DatabaseUnavailable, db_call
+from ops.db import DatabaseUnavailable
 from ops.redis_client import warn_shared_failure
 from realtime import figures
 from realtime.groups import thread_group
 from sessions_app import cleanup
 from sessions_app.reaper import ensure_sweeper
-from sessions_app.services import SocketClosed, session_ensure
+from sessions_app.services import SocketClosed
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +86,6 @@ class SocketContext:
         return self.params.thread_id if self.params else ""
 
 
-@dataclass(frozen=True)
-class SocketOpened:
-    """A socket's session is set up: whether it was seen before, and its replay."""
-
-    resumed: bool
-    replay: Replay
-
-
 def socket_open(
     *,
     session_id: str,
@@ -91,22 +95,15 @@ def socket_open(
     after_seq: int | None,
     max_replay: int,
 ) -> SocketOpened:
-    """A socket's whole DB work at connect, for one db_call (one thread hop).
+    """One socket's whole DB work at connect (socket_open_many of one).
 
-    The thread (ThreadForbidden), the session (SessionForbidden) and the connect
-    event commit together, so a retry never half-applies them. The replay is read
-    after the commit; the caller joined the thread's group before, so nothing
-    committed in between is missed (seq dedups the overlap).
+    Raises ThreadForbidden or SessionForbidden, having recorded nothing.
     """
-    with transaction.atomic():
-        thread_join(thread_id=thread_id, user=user)
-        opened = session_ensure(
-            session_id=session_id, user=user, thread_id=thread_id, instance=instance
-        )
-    replay = replay_window(
-        thread_id=thread_id, after_seq=after_seq, max_replay=max_replay
-    )
-    return SocketOpened(resumed=opened.resumed, replay=replay)
+    request = SocketOpen(session_id, user, thread_id, instance, after_seq)
+    (opened,) = socket_open_many(opens=[request], max_replay=max_replay)
+    if isinstance(opened, Exception):
+        raise opened
+    return opened
 
 
 async def socket_join(*, ctx: SocketContext) -> SocketOpened:
@@ -116,16 +113,16 @@ async def socket_join(*, ctx: SocketContext) -> SocketOpened:
     # through the group, anything earlier through the replay; seq dedups overlaps.
     ctx.group = thread_group(ctx.params.thread_id)
     await ctx.layer.group_add(ctx.group, ctx.channel)
-    return await db_call(
-        socket_open,
+    # One DB round with the other sockets opening now (chat/connects.py).
+    request = SocketOpen(
         session_id=ctx.params.session_id,
         user=ctx.user,
         thread_id=ctx.params.thread_id,
         instance=settings.INSTANCE_ID,
         after_seq=ctx.params.last_seq,
-        max_replay=settings.WS_MAX_REPLAY,
-        op="session_open",
+        epoch=ctx.params.epoch,
     )
+    return await socket_open_batched(request)
 
 
 async def socket_attach(*, ctx: SocketContext) -> list[str]:
@@ -149,34 +146,16 @@ def socket_ready() -> None:
 async def message_post(
     *, ctx: SocketContext, client_id: str, text: str
 ) -> MessageResult:
-    """Store a socket's message (DB retry helper), then broadcast it if it is new."""
-    result = await db_call(
-        message_create,
+    """Store a socket's message with the next group commit; return once broadcast."""
+    # Committed together with the other sockets' messages of the burst (one fsync),
+    # then broadcast if new; DatabaseUnavailable when the retry window is spent.
+    return await commits.message_commit(
+        layer=ctx.layer,
         thread_id=ctx.thread_id,
         user=ctx.user,
         client_id=client_id,
         text=text,
-        op="message_create",
     )
-    if not result.duplicate:
-        await _broadcast(ctx.layer, protocol.message_frame(result.message))
-    return result
-
-
-async def _broadcast(layer: BaseChannelLayer, frame: dict[str, Any]) -> None:
-    """Send a stored message to every socket of the thread, on every instance."""
-    try:
-        await layer.group_send(thread_group(frame["thread_id"]), frame)
-    except Exception as exc:
-        # Stored is stored: receivers fill the gap by seq (next message or resume).
-        warn_shared_failure(
-            logger,
-            exc,
-            "broadcast_failed thread_id=%s seq=%s",
-            frame["thread_id"],
-            frame["seq"],
-            extra={"event": "broadcast_failed"},
-        )
 
 
 async def socket_close(
@@ -201,9 +180,9 @@ async def socket_close(
         frequent=frequent,
         by_server=ctx.close_code is not None,
     )
-    metrics.DISCONNECTS.labels(reason=reason).inc()
+    metrics.DISCONNECTS.labels(reason=metric_reason(code)).inc()
     if not ctx.attached and code != Close.SERVICE_RESTART:
-        metrics.CONNECTS.labels(outcome=str(code)).inc()
+        metrics.CONNECTS.labels(outcome=metric_outcome(code)).inc()
     await _leave_group(ctx)
     if ctx.params is None or ctx.db_down:
         return  # nothing to record, or the DB is known to be down

@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP to Django; WebSocket via origin check, auth, DB health."""
+"""ASGI entry point: HTTP to Django; WebSocket via origin, admission, auth, DB."""
 
 import os
 
@@ -15,13 +15,16 @@ from accounts.middleware import (  # noqa: E402
     AuthMiddlewareStack,
 )
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from ops.admission import AdmissionControl  # noqa: E402
 from ops.liveness import LivenessShortcut  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": LivenessShortcut(django_asgi_app),
+        # Admission sits outside the auth lookup (the database) and the consumer
+        # (Redis): a refused connect costs neither (PROTOCOL.md §2, "Overload").
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            AdmissionControl(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

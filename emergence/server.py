@@ -74,6 +74,16 @@ def prepare_to_serve() -> None:
     gc.freeze()
 
 
+def frame_limit(configured: int) -> int:
+    """Daphne's frame and message limit: never below WS_MAX_MESSAGE_BYTES."""
+    from django.conf import settings  # the CLI has set Django up by now
+
+    # The consumer answers a frame over WS_MAX_MESSAGE_BYTES with 1009 itself;
+    # autobahn (1 MiB in Daphne) answers 1009 only for what never reaches it
+    # (emergence.compat.daphne_frames). 0 means no limit to autobahn: keep one.
+    return max(configured, settings.WS_MAX_MESSAGE_BYTES)
+
+
 class LoggingServer(Server):
     """Daphne's server: AccessLog for its access log, the process readied to serve."""
 
@@ -81,6 +91,8 @@ class LoggingServer(Server):
         if action_logger is not None:
             action_logger = AccessLog()
         super().__init__(*args, action_logger=action_logger, **kwargs)
+        self.websocket_max_message_size = frame_limit(self.websocket_max_message_size)
+        self.websocket_max_frame_size = frame_limit(self.websocket_max_frame_size)
 
     def run(self) -> None:
         """Start the log queue, freeze the loaded objects, then serve."""

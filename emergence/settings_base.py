@@ -48,6 +48,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # HTML pages get a Content-Security-Policy; input no view could store is
+    # refused (400/413) before static files, the DB check or a session lookup.
+    "ops.csp.ContentSecurityPolicyMiddleware",
+    "ops.http_edge.HttpEdgeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "ops.middleware.DatabaseHealthMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -227,8 +231,22 @@ WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=65536)
 WS_MAX_REPLAY = env.int("WS_MAX_REPLAY", default=1000)
 WS_RATE_LIMIT = env.float("WS_RATE_LIMIT", default=20.0)
 WS_RATE_LIMIT_CLOSE_AFTER = env.int("WS_RATE_LIMIT_CLOSE_AFTER", default=100)
+# Per user, across all of their sockets on every instance (realtime/limits.py).
+WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=20)
+WS_USER_RATE_LIMIT = env.float("WS_USER_RATE_LIMIT", default=40.0)
+# New threads per user per hour, on connect or through POST /api/threads.
+THREAD_CREATE_LIMIT = env.int("THREAD_CREATE_LIMIT", default=20)
+# Bytes held in the process for a socket that does not read; over it: close 4408
+# (emergence/compat/daphne_frames.py).
+WS_MAX_PENDING_BYTES = env.int("WS_MAX_PENDING_BYTES", default=1024 * 1024)
 WS_FREQUENT_DISCONNECTS = env.int("WS_FREQUENT_DISCONNECTS", default=5)
 WS_FREQUENT_WINDOW_SECONDS = env.int("WS_FREQUENT_WINDOW_SECONDS", default=300)
+# Connects in progress at once per process (ops/admission.py); more are refused
+# with `overloaded` and 1013 (PROTOCOL.md §2, "Overload"). 0 admits everything.
+WS_MAX_CONNECTING = env.int("WS_MAX_CONNECTING", default=32)
+# SIGTERM closes the sockets with 1012 in batches spread over this many seconds
+# (emergence/drain.py); kept below --application-close-timeout.
+WS_DRAIN_SECONDS = env.float("WS_DRAIN_SECONDS", default=10.0)
 
 # Presence entries live this long unless their process refreshes them (a dead
 # instance's sockets vanish from presence after at most this).
@@ -304,6 +322,8 @@ LOGGING = {
         "instance": {"()": "ops.logs.InstanceFilter"},
         # A Redis outage is one WARNING stream, not an ERROR flood (ops/logs.py).
         "redis_outage": {"()": "ops.logs.RedisOutageFilter"},
+        # A client's bad request (foreign Host, body over the limit) is a WARNING.
+        "client_errors": {"()": "ops.logs.ClientErrorFilter"},
     },
     "formatters": {
         "text": {
@@ -317,7 +337,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "text",
-            "filters": ["instance", "redis_outage"],
+            "filters": ["instance", "redis_outage", "client_errors"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

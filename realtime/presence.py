@@ -25,6 +25,8 @@ from django.conf import settings
 
 from ops import metrics
 from ops import redis_client as shared
+from ops.batching import Coalescer
+from realtime import limits
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +125,10 @@ class RedisPresence:
 
     def __init__(self) -> None:
         self._scripts: dict[str, object] = {}
+        # Sockets attaching at the same time share one pipeline (attach_many).
+        self._attaches: Coalescer[tuple, Attached | Exception] = Coalescer(
+            self.attach_many
+        )
 
     def _script(self, name: str, body: str):
         client = shared.redis_client()
@@ -145,12 +151,32 @@ class RedisPresence:
         }
 
     async def attach(self, thread_id, user, session_id, channel) -> Attached:
-        k = self._keys(thread_id, user, session_id)
-        joined, members = await self._script("attach", _ATTACH)(
-            keys=[k["pt"], k["ss"], k["pu"], k["threads"]],
-            args=[channel, time.time() + _ttl(), _ttl(), user, thread_id],
-        )
-        return Attached(bool(joined), sorted(m.decode() for m in members))
+        """Enter presence, in one pipeline with the sockets attaching meanwhile."""
+        return await self._attaches.submit((thread_id, user, session_id, channel))
+
+    async def attach_many(self, attaches: list[tuple]) -> list:
+        """Attach (thread, user, session, channel) sockets: results or errors.
+
+        Each socket's script adds it to its session's sockets, which is what
+        cancels a pending detach of that session (_DETACH_FINISH counts them).
+        """
+        expiry = time.time() + _ttl()
+        calls = []
+        for thread_id, user, session_id, channel in attaches:
+            k = self._keys(thread_id, user, session_id)
+            calls.append(
+                (
+                    [k["pt"], k["ss"], k["pu"], k["threads"]],
+                    [channel, expiry, _ttl(), user, thread_id],
+                )
+            )
+        results = await self._run_scripts("attach", _ATTACH, calls)
+        return [
+            r
+            if isinstance(r, Exception)
+            else Attached(bool(r[0]), sorted(m.decode() for m in r[1]))
+            for r in results
+        ]
 
     async def _run_scripts(self, name: str, body: str, calls: list) -> list:
         """Each (keys, args) through one script, one pipeline: results or errors."""
@@ -207,6 +233,9 @@ class RedisPresence:
                     pipe.expire(k["pt"], _ttl())
                     pipe.zadd(k["ss"], {channel: expiry})
                     pipe.expire(k["ss"], _ttl())
+                    # The user's socket count (realtime.limits) lapses with them.
+                    pipe.zadd(limits.sockets_key(s.user), {channel: expiry}, xx=True)
+                    pipe.expire(limits.sockets_key(s.user), _ttl())
                     # Re-add after a Redis restart lost the set (no new join is sent).
                     pipe.sadd(k["pu"], s.user)
                     pipe.sadd(k["threads"], s.thread_id)
@@ -279,6 +308,9 @@ class LocalPresence:
         joined = user not in users
         users.add(user)
         return Attached(joined, sorted(users))
+
+    async def attach_many(self, attaches: list[tuple]) -> list:
+        return [await self.attach(*a) for a in attaches]
 
     def _detach_start(self, thread_id, user, session_id, channel, marker) -> None:
         self.sockets_by_user.get((thread_id, user), set()).discard(channel)

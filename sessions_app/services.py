@@ -1,10 +1,13 @@
 """Writes for chat sessions and connection events."""
 
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from sessions_app.models import ChatSession, ConnectionEvent
@@ -22,6 +25,22 @@ class SessionOpened:
     resumed: bool
 
 
+@dataclass(frozen=True)
+class SessionConnect:
+    """One new socket's session request, as session_ensure_many takes it."""
+
+    session_id: str
+    user: Any  # an authenticated user
+    thread_id: str
+    instance: str
+
+
+# Called with the owned requests once their rows are locked, before anything is
+# counted: per request None (admitted) or the exception that refuses it.
+Admit = Callable[[list[SessionConnect]], list[Exception | None]]
+LOCK_PASSES = 3
+
+
 def session_ensure(
     *, session_id: str, user: Any, thread_id: str, instance: str
 ) -> SessionOpened:
@@ -30,61 +49,169 @@ def session_ensure(
     Also records the connect event, in the same transaction as the session (the
     caller's, when it has one open), so a retry never half-applies it.
     """
+    connect = SessionConnect(session_id, user, thread_id, instance)
+    (result,) = session_ensure_many(connects=[connect])
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def session_ensure_many(
+    *, connects: Sequence[SessionConnect], admit: Admit | None = None
+) -> list[SessionOpened | Exception]:
+    """Load or create many sockets' sessions and record their connect events.
+
+    Four statements for the lot, in the caller's transaction (or one of its own):
+    insert the missing rows, lock all rows, update the counted ones, insert the
+    events. Per request: SessionOpened, SessionForbidden (another user's session),
+    or the exception `admit` refused it with; nothing is recorded for a refusal.
+    Requests for one session count in their order, as one by one would.
+    """
     now = timezone.now()
-    # No savepoint inside the caller's transaction: it would cost two statements per
-    # connect. So nothing in here raises on purpose: SessionForbidden is raised after
-    # the block, when nothing was written, and the caller's transaction stays usable.
+    # No savepoint: nothing in here raises on purpose, refusals are results, so the
+    # caller's transaction stays usable (a savepoint costs two statements).
     with transaction.atomic(savepoint=False):
-        session, created = ChatSession.objects.select_for_update().get_or_create(
-            pk=session_id,
-            defaults={
-                "owner": user,
-                "thread_key": thread_id,
-                "status": ChatSession.Status.ACTIVE,
-                "last_seen_at": now,
-                "connect_count": 1,
-            },
-        )
-        owned = session.owner_id == user.pk
-        if owned:
-            resumed = _connected(session, created=created, thread_id=thread_id, now=now)
-            ConnectionEvent.objects.create(
-                session=session,
-                session_key=session_id,
-                user=user,
-                thread_key=thread_id,
-                kind=ConnectionEvent.Kind.CONNECT,
-                instance=instance,
+        rows = _lock_sessions(connects, now)
+        results: list[SessionOpened | Exception | None] = [
+            None
+            if rows[c.session_id].owner_id == c.user.pk
+            else SessionForbidden(c.session_id)
+            for c in connects
+        ]
+        owned = [i for i, result in enumerate(results) if result is None]
+        if admit is not None:
+            refusals = admit([connects[i] for i in owned])
+            for i, refusal in zip(owned, refusals, strict=True):
+                results[i] = refusal
+        admitted = [i for i in owned if results[i] is None]
+        refused = {connects[i].session_id for i in owned if results[i] is not None}
+        resumed = []
+        for i in admitted:
+            row = rows[connects[i].session_id]
+            resumed.append(
+                _count_connect(row, thread_id=connects[i].thread_id, now=now)
             )
-    if not owned:
-        raise SessionForbidden(session_id)
-    return SessionOpened(session=session, resumed=resumed)
+            results[i] = SessionOpened(session=row, resumed=resumed[-1])
+        _drop_uncounted(rows, refused)
+        _write_connects(rows, [connects[i] for i in admitted], resumed, now)
+    return results  # type: ignore[return-value] - every slot is filled above
 
 
-def _connected(
-    session: ChatSession, *, created: bool, thread_id: str, now: datetime
-) -> bool:
-    """Count a connect on an owned, locked session; whether it resumes the session."""
-    if created:
-        return False
+def _lock_sessions(
+    connects: Sequence[SessionConnect], now: datetime
+) -> dict[str, ChatSession]:
+    """Every requested session row, created when missing, locked (FOR UPDATE).
+
+    Inserts first, then locks, both in id order: two batches on any instances then
+    take their row locks in one order and cannot deadlock. A row inserted here has
+    connect_count 0 until counted, so it counts as new; one that another instance
+    created and committed meanwhile (count 1 or more) counts as seen before.
+    """
+    creators: dict[str, SessionConnect] = {}
+    for connect in connects:
+        creators.setdefault(connect.session_id, connect)
+    rows: dict[str, ChatSession] = {}
+    # A row deleted between the insert and the lock (purge_sessions) is not
+    # returned by the lock: insert it again.
+    for _ in range(LOCK_PASSES):
+        missing = sorted(creators.keys() - rows.keys())
+        if not missing:
+            return rows
+        ChatSession.objects.bulk_create(
+            [_new_row(creators[session_id], now) for session_id in missing],
+            ignore_conflicts=True,
+        )
+        locked = ChatSession.objects.select_for_update().filter(pk__in=missing)
+        rows.update((row.pk, row) for row in locked.order_by("pk"))
+    raise RuntimeError(f"sessions vanished while locked: {sorted(creators)}")
+
+
+def _new_row(connect: SessionConnect, now: datetime) -> ChatSession:
+    return ChatSession(
+        id=connect.session_id,
+        owner_id=connect.user.pk,
+        thread_key=connect.thread_id,
+        status=ChatSession.Status.ACTIVE,
+        last_seen_at=now,
+        connect_count=0,
+    )
+
+
+def _count_connect(session: ChatSession, *, thread_id: str, now: datetime) -> bool:
+    """Count a connect on an owned, locked row (saved later); whether it resumes."""
     resumed = session.connect_count > 0
     # The row is locked (FOR UPDATE): plain values are safe, and the saved object
-    # needs no refresh (two statements fewer per connect).
+    # needs no refresh.
     session.thread_key = thread_id
     session.status = ChatSession.Status.ACTIVE
     session.last_seen_at = now
     session.connect_count += 1
     session.resumed_count += 1 if resumed else 0
-    session.save(
-        update_fields=[
-            "thread_key",
-            "status",
-            "last_seen_at",
-            "connect_count",
-            "resumed_count",
-        ]
-    )
     return resumed
+
+
+def _drop_uncounted(rows: dict[str, ChatSession], refused: set[str]) -> None:
+    """Delete the rows inserted above for requests that admit then refused."""
+    # Still at count 0: no request counted them, and any committed row has a
+    # count of 1 or more, so these were inserted by this transaction.
+    strays = [pk for pk in sorted(refused) if rows[pk].connect_count == 0]
+    if strays:
+        ChatSession.objects.filter(pk__in=strays, connect_count=0).delete()
+
+
+def _write_connects(
+    rows: dict[str, ChatSession],
+    admitted: list[SessionConnect],
+    resumed: list[bool],
+    now: datetime,
+) -> None:
+    """Save the counted rows and insert the connect events (one statement each)."""
+    if admitted:
+        _save_counted(rows, admitted, resumed, now)
+    ConnectionEvent.objects.bulk_create(
+        ConnectionEvent(
+            session_id=connect.session_id,
+            session_key=connect.session_id,
+            user_id=connect.user.pk,
+            thread_key=connect.thread_id,
+            kind=ConnectionEvent.Kind.CONNECT,
+            instance=connect.instance,
+        )
+        for connect in admitted
+    )
+
+
+def _save_counted(
+    rows: dict[str, ChatSession],
+    admitted: list[SessionConnect],
+    resumed: list[bool],
+    now: datetime,
+) -> None:
+    """One UPDATE for the counted rows (locked: increments equal the Python values)."""
+    connects = Counter(connect.session_id for connect in admitted)
+    resumes = Counter(
+        c.session_id for c, again in zip(admitted, resumed, strict=True) if again
+    )
+    # Not bulk_update: it spells a CASE WHEN per row and field, and building those
+    # expressions cost more Python than the rest of a burst's DB work (py-spy).
+    ChatSession.objects.filter(pk__in=sorted(connects)).update(
+        thread_key=_per_row({pk: rows[pk].thread_key for pk in connects}),
+        status=ChatSession.Status.ACTIVE,
+        last_seen_at=now,
+        connect_count=F("connect_count") + _per_row(connects),
+        resumed_count=F("resumed_count")
+        + _per_row({pk: resumes[pk] for pk in connects}),
+    )
+
+
+def _per_row(values: dict[str, Any]) -> Value | Case:
+    """Each row's value as one expression: one WHEN per distinct value, not per row."""
+    by_value: dict[Any, list[str]] = {}
+    for pk, value in values.items():
+        by_value.setdefault(value, []).append(pk)
+    if len(by_value) == 1:
+        return Value(next(iter(by_value)))
+    return Case(*(When(pk__in=pks, then=Value(v)) for v, pks in by_value.items()))
 
 
 @dataclass(frozen=True)
@@ -111,9 +238,10 @@ def session_detach_many(closed: list[SocketClosed]) -> None:
         wanted = {
             c.session_id for c in closed if getattr(c.user, "is_authenticated", False)
         }
-        owners = dict(
-            ChatSession.objects.filter(pk__in=wanted).values_list("pk", "owner_id")
-        )
+        # Locked in id order, as session_ensure_many locks: no deadlock between a
+        # burst of closes and the reconnects of the same sessions.
+        locked = ChatSession.objects.select_for_update().filter(pk__in=wanted)
+        owners = dict(locked.order_by("pk").values_list("pk", "owner_id"))
 
         def owned(c: SocketClosed) -> bool:
             user_pk = getattr(c.user, "pk", None)
@@ -139,7 +267,17 @@ def session_detach_many(closed: list[SocketClosed]) -> None:
 
 
 def session_mark_idle_many(session_ids: list[str]) -> int:
-    """Mark active sessions idle after their cleanup, in one statement; how many."""
-    return ChatSession.objects.filter(
+    """Mark active sessions idle after their cleanup, in two statements; how many."""
+    active = ChatSession.objects.filter(
         pk__in=set(session_ids), status=ChatSession.Status.ACTIVE
-    ).update(status=ChatSession.Status.IDLE, last_seen_at=timezone.now())
+    )
+    with transaction.atomic(savepoint=False):
+        # Locked in id order first, as session_ensure_many locks: an UPDATE alone
+        # locks rows in whatever order its plan reads them, which can deadlock
+        # with a batch of reconnects holding some of them.
+        ids = list(active.select_for_update().order_by("pk").values_list("pk"))
+        if not ids:
+            return 0
+        return active.update(
+            status=ChatSession.Status.IDLE, last_seen_at=timezone.now()
+        )

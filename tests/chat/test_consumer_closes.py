@@ -16,7 +16,7 @@ pytestmark = [
 ]
 
 
-async def test_a_client_closing_with_1011_is_a_warning(join, alice, caplog):
+async def test_a_client_closing_with_1011_is_a_warning(join, alice, caplog):  # noqa: F811
     caplog.set_level(logging.INFO)
     socket, _ = await join(alice)
     await socket.close(1011)

@@ -37,8 +37,10 @@ HELLO_KEYS = {
     "user",
     "resumed",
     "last_seq",
+    "epoch",
     "replay",
     "recovered",
+    "reset",
     "instance",
 }
 
@@ -160,10 +162,13 @@ def join(open_socket, token_for):
         session_id: str = "s1",
         thread_id: str = "main",
         last_seq: int | None = None,
+        epoch: str | None = None,
     ) -> tuple[Socket, dict]:
         query = f"thread_id={thread_id}"
         if last_seq is not None:
             query += f"&last_seq={last_seq}"
+        if epoch is not None:
+            query += f"&epoch={epoch}"
         socket = await open_socket(
             f"/ws/{session_id}/?{query}", subprotocols=["jwt", token_for(user)]
         )
@@ -234,6 +239,7 @@ def chat(client_id: str, text: str = "hello") -> dict:
 async def test_session_established(join, alice):
     socket, hello = await join(alice, session_id="sess-1", thread_id="lobby")
     assert set(hello) == HELLO_KEYS
+    thread = await db_read(lambda: Thread.objects.get(pk="lobby"))
     assert hello == {
         "type": "ws:session_established",
         "session_id": "sess-1",
@@ -241,11 +247,12 @@ async def test_session_established(join, alice):
         "user": "alice",
         "resumed": False,
         "last_seq": 0,
+        "epoch": thread.epoch,
         "replay": 0,
         "recovered": True,
+        "reset": False,
         "instance": django_settings.INSTANCE_ID,
     }
-    thread = await db_read(lambda: Thread.objects.get(pk="lobby"))
     assert thread.private is False  # created as public on first connect
     session = await db_read(lambda: ChatSession.objects.get(pk="sess-1"))
     assert session.owner_id == alice.pk
@@ -475,7 +482,9 @@ async def test_last_seq_zero_replays_everything(join, stored, alice):
 async def test_last_seq_ahead_of_the_thread(join, stored, alice):
     await stored("room", alice, 2)
     socket, hello = await join(alice, thread_id="room", last_seq=9)
-    assert (hello["last_seq"], hello["replay"], hello["recovered"]) == (2, 0, True)
+    # The client holds a history the database does not: it drops it and reloads.
+    assert (hello["last_seq"], hello["replay"], hello["recovered"]) == (2, 0, False)
+    assert hello["reset"] is True
     await socket.silent()
 
 
@@ -504,7 +513,12 @@ async def test_resume_frame_replays(join, stored, alice):
     socket, hello = await join(alice, thread_id="room")
     assert (hello["last_seq"], hello["replay"]) == (5, 0)
     await socket.send({"type": "resume", "last_seq": 2})
-    assert await socket.recv() == {"type": "resumed", "replay": 3, "recovered": True}
+    assert await socket.recv() == {
+        "type": "resumed",
+        "replay": 3,
+        "recovered": True,
+        "reset": False,
+    }
     frames = await socket.recv_many(3)
     assert [(f["type"], f["seq"]) for f in frames] == [
         ("chat.message", 3),
@@ -518,7 +532,12 @@ async def test_resume_when_up_to_date(join, stored, alice):
     await stored("room", alice, 2)
     socket, _ = await join(alice, thread_id="room")
     await socket.send({"type": "resume", "last_seq": 2})
-    assert await socket.recv() == {"type": "resumed", "replay": 0, "recovered": True}
+    assert await socket.recv() == {
+        "type": "resumed",
+        "replay": 0,
+        "recovered": True,
+        "reset": False,
+    }
     await socket.silent()
 
 
@@ -527,7 +546,12 @@ async def test_resume_over_the_maximum(join, stored, alice, settings):
     await stored("room", alice, 5)
     socket, _ = await join(alice, thread_id="room")
     await socket.send({"type": "resume", "last_seq": 0})
-    assert await socket.recv() == {"type": "resumed", "replay": 0, "recovered": False}
+    assert await socket.recv() == {
+        "type": "resumed",
+        "replay": 0,
+        "recovered": False,
+        "reset": False,
+    }
     await socket.silent()
 
 
@@ -628,6 +652,10 @@ async def test_rate_limit_closes_with_1008(join, alice, settings):
         "/ws/s1/?last_seq=-1",
         "/ws/s1/?last_seq=abc",
         "/ws/s1/?last_seq=",
+        "/ws/s1/?epoch=",
+        "/ws/s1/?epoch=a.b",
+        "/ws/s1/?epoch=" + "e" * 33,
+        "/ws/s1/?epoch=a&epoch=b",
     ],
 )
 async def test_malformed_parameters_close_4400(open_socket, alice, token_for, path):

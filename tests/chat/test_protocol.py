@@ -284,3 +284,13 @@ def test_thread_group_name():
     from realtime.groups import thread_group
 
     assert thread_group("room-1") == "thread.room-1"
+
+
+@pytest.mark.parametrize(
+    "query", [b"thread_id=main%0A", b"thread_id=main&last_seq=1%0A"]
+)
+def test_a_trailing_newline_is_malformed(query):
+    with pytest.raises(protocol.ConnectError):
+        protocol.parse_connect("s1", query)
+    with pytest.raises(protocol.ConnectError):
+        protocol.parse_connect("s1\n", b"")

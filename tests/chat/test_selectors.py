@@ -106,16 +106,41 @@ def test_replay_when_up_to_date(room):
     assert (replay.last_seq, replay.messages, replay.recovered) == (10, [], True)
 
 
-def test_replay_when_ahead_of_the_thread(room):
+def test_replay_when_ahead_of_the_thread_is_a_reset(room):
+    # The client holds seqs the database does not: it went back in time.
     replay = replay_window(thread_id="room", after_seq=50, max_replay=1000)
-    assert (replay.last_seq, replay.messages, replay.recovered) == (10, [], True)
+    assert (replay.last_seq, replay.messages, replay.recovered) == (10, [], False)
+    assert (replay.reset, replay.epoch) == (True, room.epoch)
 
 
 def test_replay_of_an_unknown_or_empty_thread(make_thread):
     make_thread("empty")
     for thread_id in ("empty", "unknown"):
-        replay = replay_window(thread_id=thread_id, after_seq=3, max_replay=10)
+        replay = replay_window(thread_id=thread_id, after_seq=0, max_replay=10)
         assert (replay.last_seq, replay.messages, replay.recovered) == (0, [], True)
+        assert replay.reset is False
+        ahead = replay_window(thread_id=thread_id, after_seq=3, max_replay=10)
+        assert (ahead.recovered, ahead.reset) == (False, True)
+
+
+def test_replay_with_the_threads_epoch(room):
+    replay = replay_window(
+        thread_id="room", after_seq=7, max_replay=1000, epoch=room.epoch
+    )
+    assert (seqs(replay.messages), replay.recovered, replay.reset) == (
+        [8, 9, 10],
+        True,
+        False,
+    )
+
+
+@pytest.mark.parametrize("after_seq", [None, 0, 7, 10])
+def test_replay_with_another_epoch_is_a_reset(room, after_seq):
+    replay = replay_window(
+        thread_id="room", after_seq=after_seq, max_replay=1000, epoch="other-1"
+    )
+    assert (replay.messages, replay.recovered, replay.reset) == ([], False, True)
+    assert (replay.last_seq, replay.epoch) == (10, room.epoch)
 
 
 # --- messages_between ---------------------------------------------------------------

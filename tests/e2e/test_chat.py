@@ -16,6 +16,7 @@ import time
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from chat import protocol
 from tests.conftest import assert_no_errors
 from tests.e2e.wsclient import (
     append_figure,
@@ -53,7 +54,8 @@ async def test_two_users_chat_in_seq_order(daphne, clients, alice, bob, token_fo
     server = daphne("a")
     a = await clients.open(server, "sess-alice", token_for(alice))
     b = await clients.open(server, "sess-bob", token_for(bob))
-    hello = hello_of(a)
+    hello = dict(hello_of(a))
+    assert protocol.EPOCH_RE.fullmatch(hello.pop("epoch"))
     assert hello == {
         "type": "ws:session_established",
         "session_id": "sess-alice",
@@ -63,6 +65,7 @@ async def test_two_users_chat_in_seq_order(daphne, clients, alice, bob, token_fo
         "last_seq": 0,
         "replay": 0,
         "recovered": True,
+        "reset": False,
         "instance": "a",
     }
     assert hello_of(b)["user"] == "bob"
@@ -229,6 +232,7 @@ async def test_resume_frame_at_any_time(daphne, clients, alice, bob, token_for):
         "type": "resumed",
         "replay": 0,
         "recovered": True,
+        "reset": False,
     }
 
     for i in range(1, 5):
@@ -237,10 +241,20 @@ async def test_resume_frame_at_any_time(daphne, clients, alice, bob, token_for):
 
     # Behind: the missed frames follow the answer at once, in order.
     mark = len(a.frames)
+
+    def answer() -> list[dict]:
+        # The client's own heartbeat pongs may come in between: not the answer.
+        return [f for f in a.frames[mark:] if f["type"] != "pong"]
+
     await a.send(type="resume", last_seq=1)
-    await a.wait(lambda: len(a.frames) >= mark + 4, what="resumed + 3 frames")
-    assert a.frames[mark] == {"type": "resumed", "replay": 3, "recovered": True}
-    assert [(f["type"], f["seq"]) for f in a.frames[mark + 1 : mark + 4]] == [
+    await a.wait(lambda: len(answer()) >= 4, what="resumed + 3 frames")
+    assert answer()[0] == {
+        "type": "resumed",
+        "replay": 3,
+        "recovered": True,
+        "reset": False,
+    }
+    assert [(f["type"], f["seq"]) for f in answer()[1:4]] == [
         ("chat.message", 2),
         ("chat.message", 3),
         ("chat.message", 4),
@@ -259,6 +273,7 @@ async def test_resume_frame_at_any_time(daphne, clients, alice, bob, token_for):
         "type": "resumed",
         "replay": 0,
         "recovered": True,
+        "reset": False,
     }
 
     # More missed than WS_MAX_REPLAY: never partial, the client fetches over HTTP.
@@ -270,7 +285,12 @@ async def test_resume_frame_at_any_time(daphne, clients, alice, bob, token_for):
     await a.send(type="ping", ts=42)
     await a.wait_frame("pong", start=mark)
     after = a.frames[mark:]
-    assert after[0] == {"type": "resumed", "replay": 0, "recovered": False}
+    assert after[0] == {
+        "type": "resumed",
+        "replay": 0,
+        "recovered": False,
+        "reset": False,
+    }
     assert not [f for f in after if f["type"] == "chat.message"], after
 
     # A malformed resume is an error frame; the socket stays open.
@@ -361,7 +381,7 @@ async def test_abort_while_the_server_is_sending(
     Four drops stay under WS_FREQUENT_DISCONNECTS (5); the fifth makes bob a frequent
     disconnector, whose abnormal close is logged at WARNING (PROTOCOL.md §3).
     """
-    server = daphne("a", WS_RATE_LIMIT="1000")
+    server = daphne("a", WS_RATE_LIMIT="1000", WS_USER_RATE_LIMIT="1000")
     a = await clients.open(server, "sess-alice", token_for(alice))
     readers = [
         await clients.open(server, f"sess-bob-{i}", token_for(bob)) for i in range(4)
@@ -391,7 +411,7 @@ async def test_close_while_the_server_is_still_sending(
     """A client that stops reading and then closes: the server is left in the
     closing handshake with frames still to send. Sends that fail then are the
     client's doing (never ERROR); the close is logged once, with its own record."""
-    server = daphne("a", WS_RATE_LIMIT="1000")
+    server = daphne("a", WS_RATE_LIMIT="1000", WS_USER_RATE_LIMIT="1000")
     a = await clients.open(server, "sess-alice", token_for(alice))
     # A tiny receive buffer and no reading: the server's writes back up quickly.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

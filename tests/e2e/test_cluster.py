@@ -48,7 +48,13 @@ async def session_status(session_id: str) -> str:
 @pytest.fixture
 def pair(daphne):
     """Two instances sharing PostgreSQL and Redis, with a short grace period."""
-    env = {"WS_CLEANUP_GRACE_SECONDS": GRACE, "WS_RATE_LIMIT": "1000"}
+    # One account stands for many users in these tests: per-user limits lifted.
+    env = {
+        "WS_CLEANUP_GRACE_SECONDS": GRACE,
+        "WS_RATE_LIMIT": "1000",
+        "WS_USER_RATE_LIMIT": "1000",
+        "WS_MAX_SOCKETS_PER_USER": "1000",
+    }
     return daphne("a", **env), daphne("b", **env)
 
 
@@ -272,7 +278,8 @@ async def test_killed_instance_is_reaped(daphne, clients, alice, bob, token_for)
 async def test_liveness_stays_fast_while_300_sockets_abort(
     daphne, clients, alice, token_for
 ):
-    server = daphne("a", WS_CLEANUP_GRACE_SECONDS="30")
+    # One account stands for 300 users here: lift the per-user socket limit.
+    server = daphne("a", WS_CLEANUP_GRACE_SECONDS="30", WS_MAX_SOCKETS_PER_USER="1000")
     sockets = [
         await clients.open(server, f"storm-{i}", token_for(alice)) for i in range(300)
     ]

@@ -17,8 +17,9 @@ async def test_two_instances_one_thread_400_messages(
     daphne, clients, alice, bob, carol, token_for
 ):
     # The rate limit is not under test here: lift it so each socket can burst 200.
-    server_a = daphne("a", WS_RATE_LIMIT="100000")
-    server_b = daphne("b", WS_RATE_LIMIT="100000")
+    limits = {"WS_RATE_LIMIT": "100000", "WS_USER_RATE_LIMIT": "100000"}
+    server_a = daphne("a", **limits)
+    server_b = daphne("b", **limits)
     listen_a = await clients.open(
         server_a, "listen-a", token_for(carol), thread_id=THREAD
     )

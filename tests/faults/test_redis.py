@@ -74,7 +74,11 @@ def readiness(server) -> tuple[int, dict]:
 async def test_redis_restart_loses_no_message(
     daphne, private_redis, alice, bob, token_for
 ):
-    env = {"REDIS_URL": private_redis.url(), "WS_RATE_LIMIT": "1000"}
+    env = {
+        "REDIS_URL": private_redis.url(),
+        "WS_RATE_LIMIT": "1000",
+        "WS_USER_RATE_LIMIT": "1000",
+    }
     a = daphne("a", **env)
     b = daphne("b", **env)
     readers = [
@@ -174,6 +178,7 @@ async def test_messages_sent_around_the_outage_reach_open_sockets(
     env = {
         "REDIS_URL": private_redis.url(),
         "WS_RATE_LIMIT": "1000",
+        "WS_USER_RATE_LIMIT": "1000",
         "PRESENCE_REFRESH_SECONDS": "1",
     }
     a = daphne("a", **env)

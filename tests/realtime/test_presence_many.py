@@ -1,5 +1,6 @@
 """Batched presence steps (*_many, sessions_reapable) equal their items one by one."""
 
+import asyncio
 import time
 
 import pytest
@@ -272,3 +273,63 @@ async def test_many_detaches_are_one_pipeline(spy):
     assert await store.sessions_reapable([f"s{i}" for i in range(50)]) == [True] * 50
     assert spy.pipelines == 3
     assert not [c for c in spy.direct if c.startswith("EVAL")], spy.direct
+
+
+# --- attach_many: a burst of sockets entering presence ------------------------------
+
+
+def attaches(tag: str) -> list[tuple]:
+    t, u = f"t{tag}", f"u{tag}"
+    return [
+        (t, "alice", f"s1{tag}", "c1"),
+        (t, "alice", f"s2{tag}", "c2"),  # her second tab: no new join
+        (t, "bob", f"s3{tag}", "c3"),
+        (u, "bob", f"s4{tag}", "c4"),  # another thread: a join there
+        (t, "alice", f"s1{tag}", "c5"),
+    ]
+
+
+async def test_attach_many_equals_one_by_one(kind):
+    single, batched = make_store(kind), make_store(kind)
+    one = [await single.attach(*a) for a in attaches("1")]
+    many = await batched.attach_many(attaches("2"))
+    assert many == one
+    assert [a.joined for a in many] == [True, False, True, True, False]
+    assert many[-1].present == ["alice", "bob"]
+
+
+async def test_concurrent_attaches_are_one_pipeline(spy):
+    store = RedisPresence()
+    attached = await asyncio.gather(
+        *(store.attach("t", f"u{i}", f"s{i}", f"c{i}") for i in range(30))
+    )
+    assert spy.pipelines == 1
+    assert not [c for c in spy.direct if c.startswith("EVAL")], spy.direct
+    assert all(a.joined for a in attached)
+    assert len(attached[-1].present) == 30
+
+
+async def test_one_failed_attach_does_not_fail_the_others(settings):
+    store = RedisPresence()
+    _break_key(settings, "ss", "s2")
+    ok1, broken, ok3 = await asyncio.gather(
+        store.attach("t", "alice", "s1", "c1"),
+        store.attach("t", "bob", "s2", "c2"),
+        store.attach("t", "carol", "s3", "c3"),
+        return_exceptions=True,
+    )
+    assert isinstance(broken, ResponseError) and "WRONGTYPE" in str(broken)
+    assert ok1.joined and ok3.joined
+
+
+async def test_a_reconnect_in_a_burst_cancels_the_pending_detach(kind):
+    store = make_store(kind)
+    await store.attach("t", "alice", "s1", "c1")
+    marker = new_marker()
+    await store.detach_start_many([("t", "alice", "s1", "c1", marker)])
+    # The reconnect arrives among other sockets attaching at once.
+    await store.attach_many([("t", "bob", "s2", "c2"), ("t", "alice", "s1", "c9")])
+    assert await store.detach_finish_many([("t", "alice", "s1", marker)]) == [
+        DetachOutcome(False, False)
+    ]
+    assert await store.present("t") == ["alice", "bob"]

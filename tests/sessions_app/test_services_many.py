@@ -240,7 +240,7 @@ def test_mark_idle_many_of_nothing(alice):
     assert ChatSession.objects.get(pk="s1").status == Status.ACTIVE
 
 
-def test_mark_idle_many_is_one_statement(make_user):
+def test_mark_idle_many_locks_in_id_order_then_updates(make_user):
     users = [make_user(f"u{i}") for i in range(50)]
     for i, user in enumerate(users):
         ensure(user, f"s{i}")
@@ -248,8 +248,11 @@ def test_mark_idle_many_is_one_statement(make_user):
         assert session_mark_idle_many(["s0"]) == 1
     with CaptureQueriesContext(connection) as many:
         assert session_mark_idle_many([f"s{i}" for i in range(50)]) == 49
-    assert len(one) == len(many) == 1
-    assert many[0]["sql"].startswith("UPDATE")
+    assert len(one) == len(many) == 2
+    lock, update = (q["sql"] for q in many)
+    assert lock.startswith("SELECT") and lock.endswith("FOR UPDATE"), lock
+    assert " ORDER BY " in lock, lock
+    assert update.startswith("UPDATE")
 
 
 def test_a_socket_without_a_user_in_a_batch_with_the_owner(alice):

@@ -1,0 +1,272 @@
+"""Admission control for WebSocket connects (PROTOCOL.md §2, "Overload").
+
+At most WS_MAX_CONNECTING connects are in progress in this process at once: from the
+application call until the consumer's first frame after its accept
+(`ws:session_established`, or a refusal's error frame), its close, or its end.
+A connect over that is answered here, before the auth middleware's database lookup
+and the consumer's channel-layer calls: accept, an `error` frame `overloaded` with
+`retry_after_ms`, close 1013. Without this a reconnect storm never recovered: every
+connect waited behind all the others, Daphne's handshake timeout dropped connects
+that had already cost their work, and each came back as one more attempt.
+
+The cap is this process's alone (it protects this event loop); nothing shared is
+read or decided here.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.conf import settings
+
+from ops import metrics
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+RETRY_MIN_MS = 250
+# The web client's own backoff cap. Capped at 10 s, the 5,000 clients of a measured
+# storm came back at several hundred refusals a second and half of them were still
+# out after 120 s; at 30 s all were back within 90 s.
+RETRY_MAX_MS = 30_000
+JITTER = 0.25  # retry_after_ms is spread over +-25 % of the schedule's value
+TRY_AGAIN_LATER = 1013
+# The subprotocol a JWT client offers first; accepting with it lets the client
+# read the frame (a browser fails a handshake answered without it).
+JWT_SUBPROTOCOL = "jwt"
+# A connect's hold time before any was measured, and the weight of each new one.
+INITIAL_HOLD_S = 0.1
+HOLD_WEIGHT = 0.05
+SUMMARY_SECONDS = 10.0
+# Messages that end a connect's hold: its first frame or its close (a denial too).
+ENDS_CONNECT = frozenset(
+    {"websocket.send", "websocket.close", "websocket.http.response.start"}
+)
+
+try:  # Daphne (autobahn) refuses to send once the closing handshake has begun.
+    from autobahn.exception import Disconnected as _Disconnected
+except ImportError:  # pragma: no cover - another ASGI server
+    _Disconnected = OSError
+CLIENT_GONE = (OSError, _Disconnected)
+
+
+class RetrySchedule:
+    """retry_after_ms: when the clients refused so far should be through, jittered.
+
+    Every refusal books one connect's worth of time (1 / the connect rate: the limit
+    over the moving average of a connect's hold time) after the ones booked before
+    it, so the value grows with the number refused recently relative to the
+    process's capacity, and shrinks as time passes.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.limit = max(limit, 1)
+        self.clock = clock
+        self.rng = rng
+        self.hold_s = INITIAL_HOLD_S  # moving average of a connect's hold time
+        self.booked_until = 0.0
+
+    def completed(self, held_s: float) -> None:
+        """A connect ended its hold after `held_s` seconds."""
+        self.hold_s += HOLD_WEIGHT * (max(held_s, 0.0) - self.hold_s)
+
+    @property
+    def rate(self) -> float:
+        """Connects per second the process completes with every slot busy."""
+        # Not the age of the connects in progress: during the stall a storm's own
+        # disconnects cause, that told every client to stay away long after it
+        # ended (measured: 2,000 sockets back in 59 s instead of 31 s).
+        return self.limit / max(self.hold_s, 0.001)
+
+    def next_ms(self) -> int:
+        """Book one refused client; the jittered wait to tell it, in ms."""
+        now = self.clock()
+        horizon = now + RETRY_MAX_MS / 1000
+        booked = max(self.booked_until, now) + 1 / self.rate
+        self.booked_until = min(booked, horizon)
+        center = min(max((self.booked_until - now) * 1000, RETRY_MIN_MS), RETRY_MAX_MS)
+        low = max(RETRY_MIN_MS, center * (1 - JITTER))
+        high = min(RETRY_MAX_MS, center * (1 + JITTER))
+        if booked >= horizon:
+            # More refused than the window holds: spread the excess over its second
+            # half. Piled up at the cap, they came back as one burst, and the slots
+            # stood idle in between.
+            low = RETRY_MAX_MS / 2
+        return round(low + (high - low) * self.rng())
+
+
+class OverloadLog:
+    """Refusals in the logs without a record per socket: start, summaries, end."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started_at: float | None = None
+        self.total = 0
+        self.recent = 0  # since the last summary
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def refused(self, *, in_progress: int, limit: int) -> None:
+        """Count one refusal; a WARNING when it starts an overload episode."""
+        metrics.CONNECTS.labels(outcome="overloaded").inc()
+        if self.started_at is None:
+            self.started_at, self.total, self.recent = self.clock(), 0, 0
+            logger.warning(
+                "ws_overloaded refusing connects: in_progress=%d limit=%d",
+                in_progress,
+                limit,
+                extra={
+                    "event": "ws_overloaded",
+                    "in_progress": in_progress,
+                    "limit": limit,
+                },
+            )
+        self.total += 1
+        self.recent += 1
+        self._keep_timer()
+
+    def _keep_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._timer is not None and self._loop is loop:
+            return
+        if self._timer is not None:  # left on a loop that is gone (tests)
+            self._timer.cancel()
+        self._loop = loop
+        self._timer = loop.call_later(SUMMARY_SECONDS, self.tick)
+
+    def tick(self) -> None:
+        """Every SUMMARY_SECONDS while refusing: a count; the first quiet one: end."""
+        self._timer = None
+        if self.started_at is None:
+            return
+        if self.recent:
+            logger.warning(
+                "ws_overloaded_summary refused=%d in the last %.0fs",
+                self.recent,
+                SUMMARY_SECONDS,
+                extra={"event": "ws_overloaded_summary", "refused": self.recent},
+            )
+            self.recent = 0
+            self._keep_timer()
+            return
+        duration_s = round(self.clock() - self.started_at, 1)
+        logger.info(
+            "ws_overload_ended refused=%d duration_s=%.1f",
+            self.total,
+            duration_s,
+            extra={
+                "event": "ws_overload_ended",
+                "refused": self.total,
+                "duration_s": duration_s,
+            },
+        )
+        self.started_at = None
+
+
+class AdmissionControl:
+    """ASGI middleware: at most `limit` WebSocket connects in progress; refuse more.
+
+    `limit` defaults to WS_MAX_CONNECTING; 0 admits everything.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        limit: int | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.app = app
+        self.limit = settings.WS_MAX_CONNECTING if limit is None else limit
+        self.clock = clock
+        self.in_progress = 0
+        self.schedule = RetrySchedule(self.limit, clock=clock, rng=rng)
+        self.log = OverloadLog(clock)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or self.limit <= 0:
+            return await self.app(scope, receive, send)
+        if self.in_progress >= self.limit:
+            return await self.refuse(scope, receive, send)
+        slot = Slot(self)
+        try:
+            await self.app(scope, receive, slot.watch(send))
+        finally:
+            slot.release(completed=False)
+
+    async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer the protocol ourselves: accept, `overloaded`, close 1013."""
+        # The client may vanish at any step: that ends the refusal, quietly.
+        with contextlib.suppress(*CLIENT_GONE):
+            if (await receive())["type"] != "websocket.connect":
+                return  # gone before its handshake reached us
+            retry_after_ms = self.schedule.next_ms()
+            self.log.refused(in_progress=self.in_progress, limit=self.limit)
+            offered = scope.get("subprotocols") or []
+            subprotocol = JWT_SUBPROTOCOL if offered[:1] == [JWT_SUBPROTOCOL] else None
+            await send({"type": "websocket.accept", "subprotocol": subprotocol})
+            await send({"type": "websocket.send", "text": overloaded(retry_after_ms)})
+            await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
+
+
+class Slot:
+    """One admitted connect's place; given back exactly once, whatever happens."""
+
+    __slots__ = ("owner", "taken_at", "held")
+
+    def __init__(self, owner: AdmissionControl) -> None:
+        self.owner = owner
+        self.taken_at = owner.clock()
+        self.held = True
+        owner.in_progress += 1
+        metrics.WS_CONNECTING.inc()
+
+    def release(self, *, completed: bool) -> None:
+        """Give the place back (again: nothing); `completed` feeds the schedule."""
+        if not self.held:
+            return
+        self.held = False
+        owner = self.owner
+        owner.in_progress -= 1
+        metrics.WS_CONNECTING.dec()
+        if completed:
+            owner.schedule.completed(owner.clock() - self.taken_at)
+
+    def watch(self, send: Send) -> Send:
+        """`send`, giving the place back at the connect's first frame or close."""
+
+        async def sending(message: Message) -> None:
+            if self.held and message["type"] in ENDS_CONNECT:
+                self.release(completed=True)
+            await send(message)
+
+        return sending
+
+
+def overloaded(retry_after_ms: int) -> str:
+    """The `overloaded` error frame, as text."""
+    return json.dumps(
+        {
+            "type": "error",
+            "code": "overloaded",
+            "detail": "server busy; try again later",
+            "retry_after_ms": retry_after_ms,
+        }
+    )

@@ -1,0 +1,349 @@
+"""Admission control (ops/admission.py): the cap, the refusal, the slot's release."""
+
+import asyncio
+import json
+import logging
+import random
+
+import pytest
+from autobahn.exception import Disconnected
+from channels.testing import WebsocketCommunicator
+from prometheus_client import REGISTRY
+
+from ops.admission import (
+    RETRY_MAX_MS,
+    RETRY_MIN_MS,
+    AdmissionControl,
+    OverloadLog,
+    RetrySchedule,
+)
+
+TIMEOUT = 5  # every wait is bounded; generous for a busy box
+
+
+def overloaded_count() -> float:
+    sample = "emergence_ws_connects_total"
+    return REGISTRY.get_sample_value(sample, {"outcome": "overloaded"}) or 0.0
+
+
+def ws_scope(subprotocols=()) -> dict:
+    return {"type": "websocket", "path": "/ws/s1/", "subprotocols": list(subprotocols)}
+
+
+class Peer:
+    """Daphne's side of one connection: a receive queue and the messages sent."""
+
+    def __init__(self, gone_on_send: type[BaseException] | None = None) -> None:
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.sent: list[dict] = []
+        self.gone_on_send = gone_on_send
+        self.inbox.put_nowait({"type": "websocket.connect"})
+
+    async def receive(self) -> dict:
+        return await self.inbox.get()
+
+    async def send(self, message: dict) -> None:
+        if self.gone_on_send is not None:
+            raise self.gone_on_send("the client went away")
+        self.sent.append(message)
+
+    def types(self) -> list[str]:
+        return [m["type"] for m in self.sent]
+
+
+class Inner:
+    """A consumer stand-in: accept, wait for `go`, then one frame; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.go = asyncio.Event()
+        self.finish = asyncio.Event()
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.calls += 1
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        await self.go.wait()
+        await send({"type": "websocket.send", "text": "hello"})
+        await self.finish.wait()
+
+
+async def start(mw: AdmissionControl, peer: Peer, scope=None) -> asyncio.Task:
+    task = asyncio.create_task(mw(scope or ws_scope(), peer.receive, peer.send))
+    await asyncio.sleep(0)
+    return task
+
+
+async def until(predicate, what: str) -> None:
+    """Wait (bounded) until predicate() holds."""
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"no {what}"
+        await asyncio.sleep(0.005)
+
+
+async def finish_all(inner: Inner, *tasks: asyncio.Task) -> None:
+    inner.go.set()
+    inner.finish.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
+
+
+# --- the refusal ----------------------------------------------------------------------
+
+
+async def test_over_the_limit_accept_overloaded_frame_1013_without_the_app():
+    inner = Inner()
+    mw = AdmissionControl(inner, limit=2)
+    held = [await start(mw, Peer()) for _ in range(2)]
+    await until(lambda: inner.calls == 2, "two connects in progress")
+    before = overloaded_count()
+
+    peer = Peer()
+    await asyncio.wait_for(await start(mw, peer, ws_scope(["jwt", "tok"])), TIMEOUT)
+
+    assert inner.calls == 2  # never reached the app (nor auth, nor the consumer)
+    assert peer.types() == ["websocket.accept", "websocket.send", "websocket.close"]
+    assert peer.sent[0]["subprotocol"] == "jwt"
+    frame = json.loads(peer.sent[1]["text"])
+    assert frame["type"] == "error" and frame["code"] == "overloaded"
+    assert frame["detail"]
+    assert RETRY_MIN_MS <= frame["retry_after_ms"] <= RETRY_MAX_MS
+    assert peer.sent[2]["code"] == 1013
+    assert overloaded_count() == before + 1
+    assert mw.in_progress == 2
+    await finish_all(inner, *held)
+    assert mw.in_progress == 0
+
+
+async def test_a_refusal_offers_no_subprotocol_to_a_cookie_client():
+    mw = AdmissionControl(Inner(), limit=1)
+    mw.in_progress = 1  # a connect in progress elsewhere
+    peer = Peer()
+    await asyncio.wait_for(await start(mw, peer), TIMEOUT)
+    assert peer.sent[0] == {"type": "websocket.accept", "subprotocol": None}
+
+
+async def test_through_channels_communicator_a_refused_socket_reads_frame_and_1013():
+    mw = AdmissionControl(Inner(), limit=1)
+    mw.in_progress = 1
+    comm = WebsocketCommunicator(mw, "/ws/s1/", subprotocols=["jwt", "tok"])
+    connected, subprotocol = await comm.connect(timeout=TIMEOUT)
+    assert connected and subprotocol == "jwt"
+    frame = await comm.receive_json_from(timeout=TIMEOUT)
+    assert frame["code"] == "overloaded"
+    assert await comm.receive_output(timeout=TIMEOUT) == {
+        "type": "websocket.close",
+        "code": 1013,
+    }
+    await comm.wait(timeout=TIMEOUT)
+
+
+async def test_a_client_gone_before_its_connect_is_not_refused_nor_counted():
+    mw = AdmissionControl(Inner(), limit=1)
+    mw.in_progress = 1
+    peer = Peer()
+    peer.inbox.get_nowait()
+    peer.inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
+    before = overloaded_count()
+    await asyncio.wait_for(await start(mw, peer), TIMEOUT)
+    assert peer.sent == []
+    assert overloaded_count() == before
+
+
+@pytest.mark.parametrize("gone", [OSError, Disconnected])
+async def test_a_client_vanishing_during_the_refusal_ends_it_quietly(gone):
+    mw = AdmissionControl(Inner(), limit=1)
+    mw.in_progress = 1
+    await asyncio.wait_for(await start(mw, Peer(gone_on_send=gone)), TIMEOUT)
+
+
+async def test_http_and_a_zero_limit_pass_straight_through():
+    inner = Inner()
+    inner.go.set()
+    inner.finish.set()
+    off = AdmissionControl(inner, limit=0)
+    for _ in range(3):
+        await asyncio.wait_for(await start(off, Peer()), TIMEOUT)
+    assert inner.calls == 3
+
+    seen = []
+
+    async def http_app(scope, receive, send):
+        seen.append(scope["type"])
+
+    capped = AdmissionControl(http_app, limit=1)
+    capped.in_progress = 1
+    await capped({"type": "http"}, None, None)
+    assert seen == ["http"]
+
+
+# --- the slot: released exactly once, whatever ends the connect -----------------------
+
+
+async def test_slot_released_at_the_first_frame_while_the_socket_lives_on():
+    inner = Inner()
+    mw = AdmissionControl(inner, limit=1)
+    task = await start(mw, Peer())
+    await until(lambda: inner.calls == 1, "the connect")
+    assert mw.in_progress == 1
+    inner.go.set()
+    await until(lambda: mw.in_progress == 0, "the release at ws:session_established")
+    assert not task.done()  # the socket is open; only its connect is over
+    second = await start(mw, Peer())  # admitted, not refused
+    await until(lambda: inner.calls == 2, "the next connect admitted")
+    await finish_all(inner, task, second)
+    assert mw.in_progress == 0
+
+
+async def test_slot_released_at_a_close_without_any_frame():
+    closed = []
+
+    async def refusing(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 4401})
+        closed.append(mw.in_progress)
+        await send({"type": "websocket.close", "code": 4401})  # twice: still once
+
+    mw = AdmissionControl(refusing, limit=1)
+    await asyncio.wait_for(await start(mw, Peer()), TIMEOUT)
+    assert closed == [0]
+    assert mw.in_progress == 0
+
+
+async def test_slot_released_when_the_app_raises():
+    async def broken(scope, receive, send):
+        await receive()
+        raise RuntimeError("boom")
+
+    mw = AdmissionControl(broken, limit=1)
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(await start(mw, Peer()), TIMEOUT)
+    assert mw.in_progress == 0
+
+
+async def test_slot_released_when_the_connect_is_cancelled():
+    inner = Inner()
+    mw = AdmissionControl(inner, limit=1)
+    task = await start(mw, Peer())
+    await until(lambda: inner.calls == 1, "the connect")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, TIMEOUT)
+    assert mw.in_progress == 0
+
+
+async def test_slot_released_when_the_client_disconnects_before_its_connect():
+    inner = Inner()
+    mw = AdmissionControl(inner, limit=1)
+    peer = Peer()
+    peer.inbox.get_nowait()
+    peer.inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
+    await asyncio.wait_for(await start(mw, peer), TIMEOUT)
+    assert inner.calls == 1 and peer.sent == []
+    assert mw.in_progress == 0
+
+
+async def test_slot_released_once_when_the_client_is_gone_at_the_first_frame():
+    inner = Inner()
+    inner.go.set()
+    mw = AdmissionControl(inner, limit=2)
+    peer = Peer()
+
+    async def gone_at_frames(message: dict) -> None:
+        if message["type"] == "websocket.send":
+            raise OSError("the client went away")
+        peer.sent.append(message)
+
+    task = asyncio.create_task(mw(ws_scope(), peer.receive, gone_at_frames))
+    with pytest.raises(OSError):
+        await asyncio.wait_for(task, TIMEOUT)
+    assert peer.types() == ["websocket.accept"]
+    assert mw.in_progress == 0  # released at the send and again in finally: once
+
+
+# --- retry_after_ms -------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_retry_after_is_jittered_within_its_bounds():
+    for rng in (lambda: 0.0, lambda: 0.999999, random.Random(3).random):
+        schedule = RetrySchedule(4, clock=Clock(), rng=rng)
+        values = [schedule.next_ms() for _ in range(2000)]
+        assert min(values) >= RETRY_MIN_MS
+        assert max(values) <= RETRY_MAX_MS
+    calm = RetrySchedule(4, clock=Clock(), rng=random.Random(5).random)
+    first = [RetrySchedule(4, clock=Clock(), rng=calm.rng).next_ms() for _ in range(50)]
+    assert len(set(first)) > 10  # spread: refused clients do not come back together
+    assert max(first) <= RETRY_MIN_MS * 1.25 + 1
+
+
+def test_retry_after_grows_with_refusals_relative_to_capacity_then_shrinks():
+    clock = Clock()
+    schedule = RetrySchedule(4, clock=clock, rng=lambda: 0.5)
+    schedule.hold_s = 0.1  # 40 connects/s with every slot busy
+    fits = RETRY_MAX_MS // 25  # refusals the window holds, 25 ms apart
+    waits = [schedule.next_ms() for _ in range(fits - 1)]
+    assert waits[0] == pytest.approx(RETRY_MIN_MS * 1.125, abs=1)
+    assert waits[100] == pytest.approx(101 / 40 * 1000, rel=0.01)  # 101 ahead
+    assert waits == sorted(waits)
+    clock.now += 10.0  # ten seconds' worth of those refused have gone through
+    assert schedule.next_ms() == pytest.approx(RETRY_MAX_MS - 10_000, rel=0.01)
+    clock.now += 120.0
+    assert schedule.next_ms() == pytest.approx(RETRY_MIN_MS * 1.125, abs=1)
+
+
+def test_beyond_the_window_refusals_spread_over_its_second_half():
+    schedule = RetrySchedule(4, clock=Clock(), rng=random.Random(7).random)
+    schedule.hold_s = 0.1
+    for _ in range(RETRY_MAX_MS // 25):
+        schedule.next_ms()
+    excess = [schedule.next_ms() for _ in range(2000)]
+    assert min(excess) >= RETRY_MAX_MS / 2 and max(excess) <= RETRY_MAX_MS
+    # Spread, not piled up at the cap: every tenth of the half window is used.
+    tenths = {int((w - RETRY_MAX_MS / 2) * 20 / RETRY_MAX_MS) for w in excess}
+    assert tenths >= set(range(10))
+
+
+def test_slower_connects_mean_longer_waits():
+    fast = RetrySchedule(8, clock=Clock(), rng=lambda: 0.5)
+    slow = RetrySchedule(8, clock=Clock(), rng=lambda: 0.5)
+    for _ in range(200):
+        fast.completed(0.05)
+        slow.completed(1.0)
+    assert [fast.next_ms() for _ in range(50)][-1] < [
+        slow.next_ms() for _ in range(50)
+    ][-1]
+
+
+# --- logs: no record per refused socket -----------------------------------------------
+
+
+async def test_refusals_log_a_start_summaries_and_an_end_not_one_per_socket(caplog):
+    caplog.set_level(logging.INFO, logger="ops.admission")
+    log = OverloadLog()
+    for _ in range(500):
+        log.refused(in_progress=4, limit=4)
+    log.tick()  # what the timer does every SUMMARY_SECONDS
+    log.refused(in_progress=4, limit=4)
+    log.tick()
+    log.tick()  # a quiet period: the episode ends
+    events = [(r.levelname, r.event) for r in caplog.records]
+    assert events == [
+        ("WARNING", "ws_overloaded"),
+        ("WARNING", "ws_overloaded_summary"),
+        ("WARNING", "ws_overloaded_summary"),
+        ("INFO", "ws_overload_ended"),
+    ]
+    assert [r.refused for r in caplog.records[1:]] == [500, 1, 501]
+    log.refused(in_progress=4, limit=4)  # a new episode starts with a new WARNING
+    assert caplog.records[-1].event == "ws_overloaded"
