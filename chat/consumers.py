@@ -336,6 +336,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except DatabaseUnavailable:
             return await self.refuse_db_unavailable(frame.id)
+        except ThreadForbidden:
+            # Removed from the private thread while connected: as at connect.
+            return await self.refuse(Close.FORBIDDEN)
         seq, duplicate = result.message.seq, result.duplicate
         ack = {"type": "ack", "id": frame.id, "seq": seq, "duplicate": duplicate}
         await self.send_json(ack)

@@ -3,8 +3,10 @@
 import logging
 
 import pytest
+from channels.db import database_sync_to_async
 
 from tests.chat.test_consumers import (  # noqa: F401 - fixtures
+    chat,
     disconnect_records,
     join,
     open_socket,
@@ -24,4 +26,20 @@ async def test_a_client_closing_with_1011_is_a_warning(join, alice, caplog):  # 
     assert (record.code, record.reason) == (1011, "server_error")
     assert record.levelno == logging.WARNING
     assert record.by_server is False
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_removed_from_a_private_thread_while_connected_closes_4403(
+    join,  # noqa: F811
+    alice,
+    make_thread,
+    caplog,
+):
+    thread = await database_sync_to_async(make_thread)(
+        "secret", private=True, members=[alice]
+    )
+    socket, _ = await join(alice, session_id="a1", thread_id="secret")
+    await database_sync_to_async(thread.members.remove)(alice)
+    await socket.send(chat("after-removal"))
+    assert await socket.closed_with() == 4403
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

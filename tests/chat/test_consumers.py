@@ -801,7 +801,7 @@ async def test_unexpected_exception_closes_1011_and_logs_a_traceback(
         raise RuntimeError("boom in the service")
 
     socket, _ = await join(alice, session_id="s-err")
-    monkeypatch.setattr("chat.sockets.message_create", broken)
+    monkeypatch.setattr("chat.commits.message_create_many", broken)
     await socket.send(chat("c1"))
     assert await socket.closed_with() == 1011
     await socket.close()
