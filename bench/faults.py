@@ -700,19 +700,26 @@ async def _abort_storm(ctx: Context, cluster: Cluster, result: Result) -> None:
 
     async def open_storm_socket(n: int) -> Any:
         url = f"{server.ws}/ws/storm-{n}-{uuid.uuid4().hex[:6]}/?thread_id={thread}"
-        ws = await websockets.connect(
-            url,
-            subprotocols=["jwt", storm_token],
-            open_timeout=30,
-            ping_interval=None,
-            proxy=None,
-        )
-        # Fully joined: hello, then presence (the server is done with connect()).
-        for _ in range(3):
-            frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            if frame.get("type") == "presence":
-                break
-        return ws
+        deadline = time.monotonic() + 60
+        while True:
+            ws = await websockets.connect(
+                url,
+                subprotocols=["jwt", storm_token],
+                open_timeout=30,
+                ping_interval=None,
+                proxy=None,
+            )
+            # Fully joined: hello, then presence (the server is done with connect()).
+            for _ in range(3):
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if frame.get("type") in ("presence", "error"):
+                    break
+            if frame.get("code") != "overloaded" or time.monotonic() > deadline:
+                return ws
+            # Admission control refused it: come back when the server says, as
+            # the web client does.
+            await ws.close()
+            await asyncio.sleep(frame["retry_after_ms"] / 1000)
 
     try:
         for c in clients:

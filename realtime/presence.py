@@ -396,11 +396,19 @@ def local_socket_count() -> int:
 metrics.ACTIVE_SOCKETS.set_function(local_socket_count)
 
 
+# Resyncs after an outage, a second apart: the layer resubscribes its channels a
+# little after Redis answers again, and a message published in between reaches no
+# open socket until a later message reveals the gap.
+RESYNC_PASSES = 4
+
+
 async def _heartbeat_loop() -> None:
     failing = False
+    owed = 0
     while _local_sockets:
         # While Redis is away, look again every second: recovery starts the resync.
-        await asyncio.sleep(1.0 if failing else settings.PRESENCE_REFRESH_SECONDS)
+        pause = 1.0 if failing or owed else settings.PRESENCE_REFRESH_SECONDS
+        await asyncio.sleep(pause)
         try:
             await asyncio.wait_for(
                 store().refresh(dict(_local_sockets)), settings.PRESENCE_REFRESH_SECONDS
@@ -418,10 +426,13 @@ async def _heartbeat_loop() -> None:
             continue
         if failing:
             failing = False
-            await _resync_local_sockets()
+            owed = RESYNC_PASSES
+        if owed:
+            owed -= 1
+            await _resync_local_sockets(announce=owed == RESYNC_PASSES - 1)
 
 
-async def _resync_local_sockets() -> None:
+async def _resync_local_sockets(*, announce: bool = True) -> None:
     """After a Redis outage, ask every local socket to fill its gap from the DB.
 
     Messages broadcast while Redis was away never reached the layer; sockets that
@@ -429,11 +440,12 @@ async def _resync_local_sockets() -> None:
     """
     layer = get_channel_layer()
     channels = list(_local_sockets)
-    logger.info(
-        "channel_layer_recovered resync_sockets=%d",
-        len(channels),
-        extra={"event": "channel_layer_recovered", "sockets": len(channels)},
-    )
+    if announce:
+        logger.info(
+            "channel_layer_recovered resync_sockets=%d",
+            len(channels),
+            extra={"event": "channel_layer_recovered", "sockets": len(channels)},
+        )
     for channel in channels:
         try:
             await layer.send(channel, {"type": "chat.sync"})

@@ -283,14 +283,16 @@ async def test_resume_frame_at_any_time(daphne, clients, alice, bob, token_for):
     mark = len(a.frames)
     await a.send(type="resume", last_seq=0)
     await a.send(type="ping", ts=42)
+    # The replay runs beside the frame loop: the pong may overtake `resumed`.
+    resumed = await a.wait_frame("resumed", start=mark)
     await a.wait_frame("pong", start=mark)
-    after = a.frames[mark:]
-    assert after[0] == {
+    assert resumed == {
         "type": "resumed",
         "replay": 0,
         "recovered": False,
         "reset": False,
     }
+    after = a.frames[mark:]
     assert not [f for f in after if f["type"] == "chat.message"], after
 
     # A malformed resume is an error frame; the socket stays open.

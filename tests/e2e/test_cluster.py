@@ -227,7 +227,10 @@ async def test_sigterm_moves_sockets_with_1012_and_loses_nothing(
     await sending
     for before, after in zip(sockets, moved, strict=True):
         assert hello_of(after)["resumed"] is True
-        await after.wait_seq(total, timeout=15)
+        # The drain spreads the 1012s: a socket closed late may already have had
+        # every message before it moved.
+        if max(before.seqs(), default=0) < total:
+            await after.wait_seq(total, timeout=15)
         assert_in_order_once(before.seqs() + after.seqs(), 1, total)
     assert a.stop() is not None
     records = a.events("ws_disconnect")

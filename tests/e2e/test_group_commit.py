@@ -27,8 +27,9 @@ async def test_bursts_and_racing_resends_on_two_instances(
     daphne, clients, alice, bob, carol, token_for
 ):
     # The rate limit is not under test: lift it so each socket can burst.
-    server_a = daphne("a", WS_RATE_LIMIT="100000")
-    server_b = daphne("b", WS_RATE_LIMIT="100000")
+    limits = {"WS_RATE_LIMIT": "100000", "WS_USER_RATE_LIMIT": "100000"}
+    server_a = daphne("a", **limits)
+    server_b = daphne("b", **limits)
     listeners = [
         await clients.open(server, f"listen-{name}", token_for(carol), thread_id=THREAD)
         for name, server in (("a", server_a), ("b", server_b))
