@@ -219,7 +219,7 @@ async def fanout(cluster: Cluster, sizes: Sizes) -> dict:
                 done.set()
 
     socks, failures = await connect_many(
-        cluster, n, threads=1, tag="f", on_frame=lambda i: on_frame
+        cluster, n, threads=1, tag="f", on_frame=lambda i: on_frame, setup=True
     )
     sender = await connect(cluster, cluster.servers[0], "f-sender", "f-t0")
     await asyncio.sleep(1.0)
@@ -252,7 +252,9 @@ async def fanout(cluster: Cluster, sizes: Sizes) -> dict:
 async def reconnect_storm(cluster: Cluster, sizes: Sizes) -> dict:
     """N clients dropped at once (TCP abort), all reconnecting at once."""
     n = sizes.storm_sockets
-    socks, failures = await connect_many(cluster, n, threads=max(1, n // 100), tag="rs")
+    socks, failures = await connect_many(
+        cluster, n, threads=max(1, n // 100), tag="rs", setup=True
+    )
     assert not failures, f"{failures} of {n} sockets failed before the storm"
     await asyncio.sleep(1.0)
     attempts_failed = 0
@@ -297,7 +299,9 @@ async def liveness_storm(cluster: Cluster, sizes: Sizes) -> dict:
     """Liveness latency from another process while N sockets drop at once."""
     n = sizes.liveness_sockets
     server = cluster.servers[0]
-    socks, failures = await connect_many(cluster, n, threads=max(1, n // 100), tag="ls")
+    socks, failures = await connect_many(
+        cluster, n, threads=max(1, n // 100), tag="ls", setup=True
+    )
     settle, tail = 1.0, sizes.grace_seconds + 3.0
     probe = await asyncio.create_subprocess_exec(
         sys.executable,
