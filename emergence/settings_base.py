@@ -242,7 +242,8 @@ WS_MAX_PENDING_BYTES = env.int("WS_MAX_PENDING_BYTES", default=1024 * 1024)
 WS_FREQUENT_DISCONNECTS = env.int("WS_FREQUENT_DISCONNECTS", default=5)
 WS_FREQUENT_WINDOW_SECONDS = env.int("WS_FREQUENT_WINDOW_SECONDS", default=300)
 # Connects in progress at once per process (ops/admission.py); more are refused
-# with `overloaded` and 1013 (PROTOCOL.md §2, "Overload"). 0 admits everything.
+# with `overloaded` and 1013 (PROTOCOL.md §2.11, which says why 32: the fewest in
+# progress at which one process's measured connect rate peaks). 0 admits all.
 WS_MAX_CONNECTING = env.int("WS_MAX_CONNECTING", default=32)
 # SIGTERM closes the sockets with 1012 in batches spread over this many seconds
 # (emergence/drain.py); kept below --application-close-timeout.
