@@ -21,7 +21,6 @@ from chat.connects import (
     SocketOpen,
     SocketOpened,
     socket_open_batched,
-    socket_open_many,
 )
 from chat.disconnects import log_disconnect
 from chat.protocol import (
@@ -84,26 +83,6 @@ class SocketContext:
     def thread_id(self) -> str:
         """The thread asked for, or "" while the URL is not known valid."""
         return self.params.thread_id if self.params else ""
-
-
-def socket_open(
-    *,
-    session_id: str,
-    user: Any,
-    thread_id: str,
-    instance: str,
-    after_seq: int | None,
-    max_replay: int,
-) -> SocketOpened:
-    """One socket's whole DB work at connect (socket_open_many of one).
-
-    Raises ThreadForbidden or SessionForbidden, having recorded nothing.
-    """
-    request = SocketOpen(session_id, user, thread_id, instance, after_seq)
-    (opened,) = socket_open_many(opens=[request], max_replay=max_replay)
-    if isinstance(opened, Exception):
-        raise opened
-    return opened
 
 
 async def socket_join(*, ctx: SocketContext) -> SocketOpened:

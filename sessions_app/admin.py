@@ -190,18 +190,7 @@ class ConnectionEventAdmin(ReadOnlyAdmin):
     search_fields = ("session_key", "user__username", "thread_key")
     list_select_related = ("user",)
     date_hierarchy = "created_at"
-    fields = (
-        "created_at",
-        "kind",
-        "session_link",
-        "user_link",
-        "thread_key",
-        "code",
-        "reason",
-        "duration_s",
-        "instance",
-        "related",
-    )
+    fields = (*list_display, "related")
     readonly_fields = fields
 
     @admin.display(description="session", ordering="session_key")

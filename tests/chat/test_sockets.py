@@ -1,12 +1,12 @@
-"""chat.sockets.socket_open: a socket's DB work at connect, in one transaction."""
+"""One socket's DB work at connect (socket_open_many of one), in one transaction."""
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from chat.connects import SocketOpen, socket_open_many
 from chat.models import Thread
 from chat.services import ThreadForbidden
-from chat.sockets import socket_open
 from sessions_app.models import ChatSession, ConnectionEvent
 from sessions_app.services import SessionForbidden
 
@@ -14,14 +14,12 @@ pytestmark = pytest.mark.django_db
 
 
 def open_(user, session_id="s1", thread_id="main", after_seq=None, max_replay=100):
-    return socket_open(
-        session_id=session_id,
-        user=user,
-        thread_id=thread_id,
-        instance="inst-a",
-        after_seq=after_seq,
-        max_replay=max_replay,
-    )
+    """Open one socket; its refusal (ThreadForbidden, SessionForbidden) raised."""
+    request = SocketOpen(session_id, user, thread_id, "inst-a", after_seq)
+    (opened,) = socket_open_many(opens=[request], max_replay=max_replay)
+    if isinstance(opened, Exception):
+        raise opened
+    return opened
 
 
 def test_first_open_creates_the_thread_the_session_and_the_event(alice):
