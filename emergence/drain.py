@@ -30,6 +30,11 @@ DRAIN_BATCHES = 10
 CLEANUP_GRACE_S = 5.0
 # After the grace, how long the stragglers get once closed and cancelled again.
 FORCE_WAIT_S = 1.0
+# Then how long the clients get to answer their 1012 before the process exits: the
+# exit drops every connection still open, and a client slow to read its 1012 can
+# then see 1006 instead. Autobahn allows a close handshake 1 s
+# (closeHandshakeTimeout), so this is a bound that is rarely reached.
+HANDSHAKE_WAIT_S = 2.0
 # RFC 6455 §7.4.1 via the IANA registry: "service restart", reconnect elsewhere.
 SERVICE_RESTART = 1012
 
@@ -118,13 +123,34 @@ async def drain(server: Any, websocket: type) -> None:
             close_socket(protocol, instance)
     instances = [i for _, i in sockets if i is not None] + others
     await wait_or_force(instances, sockets)
+    unanswered = await wait_handshakes([protocol for protocol, _ in sockets])
     seconds = round(time.monotonic() - started, 3)
     logger.info(
-        "drain_finished closed=%d seconds=%.2f",
+        "drain_finished closed=%d unanswered=%d seconds=%.2f",
         len(sockets),
+        unanswered,
         seconds,
-        extra={"event": "drain_finished", "closed": len(sockets), "seconds": seconds},
+        extra={
+            "event": "drain_finished",
+            "closed": len(sockets),
+            "unanswered": unanswered,
+            "seconds": seconds,
+        },
     )
+
+
+def still_open(protocol: Any) -> bool:
+    """Whether the socket's TCP connection is still up (autobahn's state)."""
+    closed = getattr(protocol, "STATE_CLOSED", None)
+    return closed is not None and getattr(protocol, "state", closed) != closed
+
+
+async def wait_handshakes(protocols: list[Any]) -> int:
+    """Wait HANDSHAKE_WAIT_S at most for the clients to answer their close."""
+    deadline = time.monotonic() + HANDSHAKE_WAIT_S
+    while (left := sum(map(still_open, protocols))) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return left
 
 
 async def wait_or_force(instances: list[Any], sockets: list[tuple[Any, Any]]) -> None:

@@ -31,6 +31,7 @@ def not_draining(monkeypatch, settings):
     monkeypatch.setattr(health, "_draining", False)
     monkeypatch.setattr(drain, "CLEANUP_GRACE_S", 0.3)
     monkeypatch.setattr(drain, "FORCE_WAIT_S", 0.1)
+    monkeypatch.setattr(drain, "HANDSHAKE_WAIT_S", 0.5)
     settings.WS_DRAIN_SECONDS = 0.5
 
 
@@ -127,3 +128,64 @@ async def test_an_app_that_swallows_its_cancel_is_closed_1012_and_left(caplog):
     stuck.cancel()  # the third cancel ends it
     with pytest.raises(asyncio.CancelledError):
         await stuck
+
+
+class Handshaking(Socket):
+    """A socket whose client answers the close `answer_after` s after the cancel."""
+
+    STATE_CLOSED = 0
+
+    def __init__(self, answer_after: float | None) -> None:
+        super().__init__()
+        self.answer_after = answer_after
+
+    async def app(self) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            if self.answer_after is not None:
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.answer_after, setattr, self, "state", 0)
+            raise
+
+
+async def test_the_drain_waits_for_the_clients_to_answer_their_close(caplog):
+    caplog.set_level(logging.INFO, logger="emergence.drain")
+    quick, slow, silent = Handshaking(0.0), Handshaking(0.2), Handshaking(None)
+    connections = {
+        s: {"application_instance": asyncio.create_task(s.app())}
+        for s in (quick, slow, silent)
+    }
+    server = SimpleNamespace(application_close_timeout=10, connections=connections)
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    await asyncio.wait_for(drain.start(server, Socket), 5)
+    # Not before the slow client answered (0.2 s after the last batch at 1/3 of
+    # 0.5 s); the silent one is left once HANDSHAKE_WAIT_S (0.5 s) has passed.
+    assert quick.state == slow.state == 0 and silent.state == Socket.STATE_OPEN
+    assert time.monotonic() - started >= 0.5
+    finished = caplog.records[-1]
+    assert (finished.event, finished.closed, finished.unanswered) == (
+        "drain_finished",
+        3,
+        1,
+    )
+
+
+async def test_the_drain_ends_as_soon_as_every_client_has_answered(
+    caplog, monkeypatch
+):
+    caplog.set_level(logging.INFO, logger="emergence.drain")
+    monkeypatch.setattr(drain, "HANDSHAKE_WAIT_S", 10.0)
+    sockets = [Handshaking(0.05) for _ in range(3)]
+    connections = {
+        s: {"application_instance": asyncio.create_task(s.app())} for s in sockets
+    }
+    server = SimpleNamespace(application_close_timeout=10, connections=connections)
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    await asyncio.wait_for(drain.start(server, Socket), 5)
+    assert all(s.state == 0 for s in sockets)
+    # Last batch at 2/3 of 0.5 s, answered 0.05 s later: far from the 10 s bound.
+    assert time.monotonic() - started < 5
+    assert caplog.records[-1].unanswered == 0
