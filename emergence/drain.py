@@ -32,8 +32,9 @@ CLEANUP_GRACE_S = 5.0
 FORCE_WAIT_S = 1.0
 # Then how long the clients get to answer their 1012 before the process exits: the
 # exit drops every connection still open, and a client slow to read its 1012 can
-# then see 1006 instead. Autobahn allows a close handshake 1 s
-# (closeHandshakeTimeout), so this is a bound that is rarely reached.
+# then see 1006 instead. Clients answer within milliseconds unless loaded; the close
+# handshake itself may take 10 s (emergence/compat/daphne_frames.py), more than
+# a drain should add to a shutdown.
 HANDSHAKE_WAIT_S = 2.0
 # RFC 6455 §7.4.1 via the IANA registry: "service restart", reconnect elsewhere.
 SERVICE_RESTART = 1012

@@ -27,6 +27,15 @@ def test_a_factory_closes_instead_of_dropping():
     assert factory.failByDrop is False
 
 
+def test_a_client_gets_10_s_to_answer_a_close():
+    factory = WebSocketFactory(SimpleNamespace(), server="daphne")
+    # Daphne's Server.run sets its options next: they leave this one alone.
+    factory.setProtocolOptions(openHandshakeTimeout=15, allowNullOrigin=True)
+    assert factory.closeHandshakeTimeout == fixes.CLOSE_HANDSHAKE_TIMEOUT_S == 10
+    # autobahn's connectionMade copies the factory's options onto each protocol.
+    assert "closeHandshakeTimeout" in factory.protocol.CONFIG_ATTRS
+
+
 @pytest.mark.parametrize(
     ("failed_by_me", "local", "told", "expected"),
     [

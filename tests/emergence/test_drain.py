@@ -172,9 +172,7 @@ async def test_the_drain_waits_for_the_clients_to_answer_their_close(caplog):
     )
 
 
-async def test_the_drain_ends_as_soon_as_every_client_has_answered(
-    caplog, monkeypatch
-):
+async def test_the_drain_ends_as_soon_as_every_client_has_answered(caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="emergence.drain")
     monkeypatch.setattr(drain, "HANDSHAKE_WAIT_S", 10.0)
     sockets = [Handshaking(0.05) for _ in range(3)]
