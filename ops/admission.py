@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,10 +45,10 @@ TRY_AGAIN_LATER = 1013
 # The subprotocol a JWT client offers first; accepting with it lets the client
 # read the frame (a browser fails a handshake answered without it).
 JWT_SUBPROTOCOL = "jwt"
-# A connect's hold time before any completed, and the weight of each completed one
-# in the moving average.
-INITIAL_HOLD_S = 0.1
-HOLD_WEIGHT = 0.05
+# The connect rate a refusal's wait is computed from: connects this process completed
+# over the last RATE_WINDOW_S, and at least RATE_FLOOR_PER_SLOT per slot per second.
+RATE_WINDOW_S = 5.0
+RATE_FLOOR_PER_SLOT = 1.0
 SUMMARY_SECONDS = 10.0
 # Messages that end a connect's hold: its first frame or its close (a denial too).
 ENDS_CONNECT = frozenset(
@@ -64,10 +65,10 @@ CLIENT_GONE = (OSError, _Disconnected)
 class RetrySchedule:
     """retry_after_ms: when the clients refused so far should be through, jittered.
 
-    Every refusal books one connect's worth of time (1 / the connect rate: the limit
-    over the moving average of a connect's hold time) after the ones booked before
-    it, so the value grows with the number refused recently relative to the
-    process's capacity, and shrinks as time passes.
+    Every refusal books one connect's worth of time (1 / the rate this process has
+    completed connects at lately) after the ones booked before it, so the value
+    grows with the number refused recently relative to what the process gets
+    through, and shrinks as time passes.
     """
 
     def __init__(
@@ -80,21 +81,30 @@ class RetrySchedule:
         self.limit = max(limit, 1)
         self.clock = clock
         self.rng = rng
-        self.hold_s = INITIAL_HOLD_S  # moving average of a connect's hold time
+        self.done: deque[float] = deque()  # completion times, the last RATE_WINDOW_S
         self.booked_until = 0.0
 
-    def completed(self, held_s: float) -> None:
-        """A connect ended its hold after `held_s` seconds."""
-        self.hold_s += HOLD_WEIGHT * (max(held_s, 0.0) - self.hold_s)
+    def completed(self) -> None:
+        """A connect ended its hold (its first frame or its close)."""
+        now = self.clock()
+        self.done.append(now)
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        while self.done and self.done[0] < now - RATE_WINDOW_S:
+            self.done.popleft()
 
     @property
     def rate(self) -> float:
-        """Connects per second the process completes with every slot busy."""
-        # Measured variants, 2,000 and 5,000 sockets dropped at once: adding the age
-        # of the connects in progress (they wait out the storm's own disconnects)
-        # told everyone to stay away long after the stall; averaging speeds
-        # instead of durations guessed high and refused each client five times.
-        return self.limit / max(self.hold_s, 0.001)
+        """Connects per second the process has completed lately, floored."""
+        # Measured in storms of 2,000 clients retrying fast: a rate derived from
+        # the slots' hold time (limit / average hold, 300/s here) was ten times
+        # what the process got through while it also refused; its waits of
+        # 0.3-2 s brought each client back nine times, and the refusals took the
+        # CPU the connects needed. Counting completions measures what gets through.
+        self._forget(self.clock())
+        floor = self.limit * RATE_FLOOR_PER_SLOT
+        return max(len(self.done) / RATE_WINDOW_S, floor)
 
     def next_ms(self) -> int:
         """Book one refused client; the jittered wait to tell it, in ms."""
@@ -231,11 +241,10 @@ class AdmissionControl:
 class Slot:
     """One admitted connect's place; given back exactly once, whatever happens."""
 
-    __slots__ = ("owner", "taken_at", "held")
+    __slots__ = ("owner", "held")
 
     def __init__(self, owner: AdmissionControl) -> None:
         self.owner = owner
-        self.taken_at = owner.clock()
         self.held = True
         owner.in_progress += 1
         metrics.WS_CONNECTING.inc()
@@ -249,7 +258,7 @@ class Slot:
         owner.in_progress -= 1
         metrics.WS_CONNECTING.dec()
         if completed:
-            owner.schedule.completed(owner.clock() - self.taken_at)
+            owner.schedule.completed()
 
     def watch(self, send: Send) -> Send:
         """`send`, giving the place back at the connect's first frame or close."""

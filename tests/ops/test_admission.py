@@ -11,6 +11,8 @@ from channels.testing import WebsocketCommunicator
 from prometheus_client import REGISTRY
 
 from ops.admission import (
+    RATE_FLOOR_PER_SLOT,
+    RATE_WINDOW_S,
     RETRY_MAX_MS,
     RETRY_MIN_MS,
     AdmissionControl,
@@ -287,24 +289,33 @@ def test_retry_after_is_jittered_within_its_bounds():
     assert max(first) <= RETRY_MIN_MS * 1.25 + 1
 
 
+def completions(schedule: RetrySchedule, clock: Clock, per_s: int, seconds: int):
+    """`per_s` connects completed every second for `seconds`, spread evenly."""
+    for _ in range(seconds * per_s):
+        clock.now += 1 / per_s
+        schedule.completed()
+
+
 def test_retry_after_grows_with_refusals_relative_to_capacity_then_shrinks():
     clock = Clock()
     schedule = RetrySchedule(4, clock=clock, rng=lambda: 0.5)
-    schedule.hold_s = 0.1  # 40 connects/s with every slot busy
+    completions(schedule, clock, per_s=40, seconds=5)  # 40 connects/s got through
     fits = RETRY_MAX_MS // 25  # refusals the window holds, 25 ms apart
     waits = [schedule.next_ms() for _ in range(fits - 1)]
     assert waits[0] == pytest.approx(RETRY_MIN_MS * 1.125, abs=1)
-    assert waits[100] == pytest.approx(101 / 40 * 1000, rel=0.01)  # 101 ahead
+    assert waits[100] == pytest.approx(101 / 40 * 1000, rel=0.02)  # 101 ahead
     assert waits == sorted(waits)
     clock.now += 10.0  # ten seconds' worth of those refused have gone through
-    assert schedule.next_ms() == pytest.approx(RETRY_MAX_MS - 10_000, rel=0.01)
+    completions(schedule, clock, per_s=40, seconds=5)
+    assert schedule.next_ms() == pytest.approx(RETRY_MAX_MS - 15_000, rel=0.02)
     clock.now += 120.0
     assert schedule.next_ms() == pytest.approx(RETRY_MIN_MS * 1.125, abs=1)
 
 
 def test_beyond_the_window_refusals_spread_over_its_second_half():
-    schedule = RetrySchedule(4, clock=Clock(), rng=random.Random(7).random)
-    schedule.hold_s = 0.1
+    clock = Clock()
+    schedule = RetrySchedule(4, clock=clock, rng=random.Random(7).random)
+    completions(schedule, clock, per_s=40, seconds=5)
     for _ in range(RETRY_MAX_MS // 25):
         schedule.next_ms()
     excess = [schedule.next_ms() for _ in range(2000)]
@@ -314,15 +325,28 @@ def test_beyond_the_window_refusals_spread_over_its_second_half():
     assert tenths >= set(range(10))
 
 
-def test_slower_connects_mean_longer_waits():
-    fast = RetrySchedule(8, clock=Clock(), rng=lambda: 0.5)
-    slow = RetrySchedule(8, clock=Clock(), rng=lambda: 0.5)
-    for _ in range(200):
-        fast.completed(0.05)
-        slow.completed(1.0)
+def test_fewer_connects_getting_through_mean_longer_waits():
+    fast_clock, slow_clock = Clock(), Clock()
+    fast = RetrySchedule(8, clock=fast_clock, rng=lambda: 0.5)
+    slow = RetrySchedule(8, clock=slow_clock, rng=lambda: 0.5)
+    completions(fast, fast_clock, per_s=200, seconds=5)
+    completions(slow, slow_clock, per_s=20, seconds=5)
+    assert fast.rate == pytest.approx(200, rel=0.01)
+    assert slow.rate == pytest.approx(20, rel=0.01)
     assert [fast.next_ms() for _ in range(50)][-1] < [
         slow.next_ms() for _ in range(50)
     ][-1]
+
+
+def test_only_the_last_seconds_count_and_a_stalled_process_has_a_floor():
+    clock = Clock()
+    schedule = RetrySchedule(8, clock=clock, rng=lambda: 0.5)
+    assert schedule.rate == 8 * RATE_FLOOR_PER_SLOT  # nothing completed yet
+    completions(schedule, clock, per_s=300, seconds=2)
+    assert schedule.rate == pytest.approx(600 / RATE_WINDOW_S, rel=0.01)
+    clock.now += RATE_WINDOW_S + 0.1  # a stall: nothing completes
+    assert schedule.rate == 8 * RATE_FLOOR_PER_SLOT
+    assert len(schedule.done) == 0  # forgotten, not kept
 
 
 # --- logs: no record per refused socket -----------------------------------------------
