@@ -71,7 +71,8 @@ class Attempt:
 
     url: str
     started: float
-    outcome: str = "pending"  # established | refused | close:<code> | timeout
+    # established | overloaded | refused:<error> | close:<code> | timeout
+    outcome: str = "pending"
     established_at: float | None = None
     closed_at: float | None = None
     close_code: int | None = None
@@ -276,7 +277,8 @@ class ChatClient:
             attempt.closed_at = time.monotonic()
             attempt.close_code = code
             if attempt.outcome == "pending":
-                attempt.outcome = f"close:{code}"
+                refused = code == 1013 and self._retry_after is not None
+                attempt.outcome = "overloaded" if refused else f"close:{code}"
             self.stats.close_codes[code] += 1
             if self._stopping:
                 break

@@ -441,14 +441,21 @@ async def _pg_terminate(ctx: Context, cluster: Cluster, result: Result) -> None:
     tally(result, senders, clients)
     result.recover_s = round(recover, 2) if settled else None
     rate = first_ok / len(clients)
+    # A storm larger than WS_MAX_CONNECTING has first attempts refused `overloaded`
+    # (1013) whatever the database does: told apart from the fault's own failures.
+    firsts = Counter(c.attempts[0].outcome for c in clients if c.attempts)
+    firsts.pop("established", None)
+    others = ", ".join(f"{n} {outcome}" for outcome, n in firsts.most_common())
     p99 = connect_times[int(0.99 * (len(connect_times) - 1))] if connect_times else 0
     result.figure = (
-        f"connect success {rate:.1%} ({first_ok}/{len(clients)}), "
+        f"connect success {rate:.1%} ({first_ok}/{len(clients)}; other first "
+        f"attempts: {others or 'none'}), "
         f"{killed} backends killed every {mode.kill_interval_s:g}s"
     )
     result.extra.update(
         connect_success_rate=rate,
         first_attempt_ok=first_ok,
+        first_attempt_failures=dict(firsts),
         established_during_storm=ready,
         established_after_kills_stopped=ready_after,
         backends_killed=killed,

@@ -142,7 +142,7 @@ ROWS = (
         _all_le((_m("fanout", "last_receiver_ms"), 200)),
     ),
     Row(
-        "Reconnect storm, 2,000 dropped: all back (s) / failed attempts",
+        "Reconnect storm, 2,000 dropped: all back (s) / failed (not overloaded)",
         "reconnect_storm",
         ("all_back_s", "failed_attempts"),
         "≤ 10 s, 0 failures",
@@ -211,6 +211,17 @@ VERSUS = (
         "max_rate_per_s",
         " msg/s",
         "stopped_by",
+    ),
+    Versus("Reconnect storm: all back", "reconnect_storm", "all_back_s", " s"),
+    Versus(
+        "Reconnect storm: failed (not overloaded)",
+        "reconnect_storm",
+        "failed_attempts",
+    ),
+    Versus(
+        "Reconnect storm: refused `overloaded`",
+        "reconnect_storm",
+        "overloaded",
     ),
     Versus("Fast-retry storm: all back", "retry_storm", "all_back_s", " s"),
     Versus("Fast-retry storm: not back at the bound", "retry_storm", "not_back"),

@@ -257,21 +257,27 @@ async def reconnect_storm(cluster: Cluster, sizes: Sizes) -> dict:
     )
     assert not failures, f"{failures} of {n} sockets failed before the storm"
     await asyncio.sleep(1.0)
-    attempts_failed = 0
+    attempts_failed = overloaded = 0
     back: list[Sock] = []
     started = time.perf_counter()
     abort_all(socks)
     rng = random.Random(1)
 
     async def again(i: int) -> float | None:
-        nonlocal attempts_failed
+        nonlocal attempts_failed, overloaded
         attempt = 0
         while time.perf_counter() - started < sizes.storm_deadline:
             try:
                 sock = await connect(
                     cluster, cluster.servers[0], f"rs-{i}", f"rs-t{i % (n // 100 or 1)}"
                 )
-            except CONNECT_ERRORS:
+            except CONNECT_ERRORS as exc:
+                if isinstance(exc, ConnectError) and exc.code == "overloaded":
+                    # The web client's policy: the server's retry_after_ms, and its
+                    # own backoff does not grow (PROTOCOL.md §2.11).
+                    overloaded += 1
+                    await asyncio.sleep((exc.retry_after_ms or 500) / 1000)
+                    continue
                 attempts_failed += 1
                 # The web client's policy: full-jitter backoff from 0.5 s.
                 await asyncio.sleep(rng.uniform(0, min(30.0, 0.5 * 2**attempt)))
@@ -290,6 +296,7 @@ async def reconnect_storm(cluster: Cluster, sizes: Sizes) -> dict:
         "reestablished": len(done),
         "never_back": n - len(done),
         "failed_attempts": attempts_failed,
+        "overloaded": overloaded,
         "all_back_s": round(max(done), 2) if len(done) == n else float("nan"),
         "p50_back_s": round(percentile(done, 50), 2),
     }
