@@ -87,7 +87,7 @@ test-py: venv-dev
 test-js:
 	node --test tests/js/
 
-# Benchmarks (bench/): Emergence against its baselines, every figure, ~45 min;
+# Benchmarks (bench/): Emergence against its baselines, every figure, ~50 min;
 # writes bench/RESULTS.md and bench/results/latest.json. The quick form is CI's.
 bench: venv-dev
 	$(BIN)/python -m bench.run

@@ -1,6 +1,6 @@
 """`make bench`: every figure for Emergence and its baselines, one run.
 
-    python -m bench.run            # full sizes, 3 runs (fast-retry storm 2), ~60 min
+    python -m bench.run            # full sizes, 3 runs (fast-retry storm 2), ~50 min
     python -m bench.run --quick    # CI smoke: small sizes, 1 run (~3 min)
 
 Starts what it measures (Daphne/Uvicorn/echo servers over PostgreSQL + Redis on
