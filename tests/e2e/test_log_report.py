@@ -35,9 +35,12 @@ async def test_log_report_counts_a_real_run(
 ):
     # Persistent connections without the pool's checks: a terminated backend is
     # met by a query, so the retry helper logs db_connection_lost/db_reconnected.
+    # One DB thread: with several, the next query may run on a thread that never
+    # opened a connection, and meet no terminated backend at all.
     server = daphne_via_proxy(
         daphne,
         pg_proxy,
+        DB_THREADS="1",
         DB_POOL="false",
         CONN_MAX_AGE="60",
         CONN_HEALTH_CHECKS="false",
