@@ -61,6 +61,7 @@ from bench.chatload import (
 )
 from bench.harness import Cluster
 from bench.infra import PrivatePostgres, PrivateRedis
+from bench.load import ConnectError, overloaded_wait
 from bench.servers import Server
 
 logger = logging.getLogger("bench.faults")
@@ -721,12 +722,13 @@ async def _abort_storm(ctx: Context, cluster: Cluster, result: Result) -> None:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 if frame.get("type") in ("presence", "error"):
                     break
-            if frame.get("code") != "overloaded" or time.monotonic() > deadline:
+            wait = overloaded_wait(ConnectError.from_frame(frame))
+            if wait is None or time.monotonic() > deadline:
                 return ws
             # Admission control refused it: come back when the server says, as
             # the web client does.
             await ws.close()
-            await asyncio.sleep(frame["retry_after_ms"] / 1000)
+            await asyncio.sleep(wait)
 
     try:
         for c in clients:

@@ -144,6 +144,13 @@ class ConnectError(Exception):
         return cls(f"error frame before presence: {code}", code, retry_after_ms)
 
 
+def overloaded_wait(exc: BaseException) -> float | None:
+    """Seconds an `overloaded` refusal says to wait (0.5 if unsaid); None otherwise."""
+    if not (isinstance(exc, ConnectError) and exc.code == "overloaded"):
+        return None
+    return (exc.retry_after_ms or 500) / 1000
+
+
 CONNECT_ERRORS = (
     ConnectError,
     ConnectionClosed,
@@ -200,7 +207,7 @@ async def connect_many(
                     if exc.code != "overloaded" or time.perf_counter() > deadline:
                         failures += 1
                         return
-                    await asyncio.sleep((exc.retry_after_ms or 500) / 1000)
+                    await asyncio.sleep(overloaded_wait(exc) or 0.0)
                 except CONNECT_ERRORS:
                     if not setup or time.perf_counter() > deadline:
                         failures += 1

@@ -27,6 +27,7 @@ from bench.load import (
     close_all,
     connect,
     connect_many,
+    overloaded_wait,
 )
 
 
@@ -272,11 +273,11 @@ async def reconnect_storm(cluster: Cluster, sizes: Sizes) -> dict:
                     cluster, cluster.servers[0], f"rs-{i}", f"rs-t{i % (n // 100 or 1)}"
                 )
             except CONNECT_ERRORS as exc:
-                if isinstance(exc, ConnectError) and exc.code == "overloaded":
+                if (wait := overloaded_wait(exc)) is not None:
                     # The web client's policy: the server's retry_after_ms, and its
                     # own backoff does not grow (PROTOCOL.md §2.11).
                     overloaded += 1
-                    await asyncio.sleep((exc.retry_after_ms or 500) / 1000)
+                    await asyncio.sleep(wait)
                     continue
                 attempts_failed += 1
                 # The web client's policy: full-jitter backoff from 0.5 s.

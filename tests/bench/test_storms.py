@@ -8,7 +8,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 
 from bench.capacity import frame_id, rate_figures, step_verdict
-from bench.load import ConnectError
+from bench.load import ConnectError, overloaded_wait
 from bench.run import TARGETS, scenario_names
 from bench.storms import (
     FULL,
@@ -152,3 +152,15 @@ def test_the_fast_retry_storm_runs_in_the_first_runs_only():
     assert scenario_names(emergence, FULL, 2)[-2:] == ["connect_storm", "max_rate"]
     core = next(t for t in TARGETS if t.label == "emergence-core")
     assert scenario_names(core, FULL, 2) == ["round_trip", "fanout"]
+
+
+def test_an_overloaded_refusal_says_how_long_to_wait_and_nothing_else_does():
+    said = ConnectError.from_frame(
+        {"type": "error", "code": "overloaded", "retry_after_ms": 2400}
+    )
+    unsaid = ConnectError.from_frame({"type": "error", "code": "overloaded"})
+    assert overloaded_wait(said) == 2.4
+    assert overloaded_wait(unsaid) == 0.5
+    assert overloaded_wait(ConnectError.from_frame({"type": "presence"})) is None
+    assert overloaded_wait(ConnectError("x", "db_unavailable")) is None
+    assert overloaded_wait(TimeoutError()) is None
