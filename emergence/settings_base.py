@@ -154,12 +154,13 @@ REDIS_RETRY_OPTIONS = {
 }
 CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="emergence")
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="emergence")
-# Which channels_redis layer: "pubsub" (RedisPubSubChannelLayer, default) or "core"
-# (RedisChannelLayer). Why pubsub (the fan-out figure of bench/RESULTS.md): a group send
-# is one PUBLISH per instance, not one list push per socket, so fan-out cost grows
-# with instances, not sockets (1,000 sockets: last receiver 325 ms vs 673 ms on this
-# box); and on a Redis restart its sockets stay open (core's receive loop dies, so
-# every socket is closed 1013 and resumes). Messages published during the outage
+# Which channels_redis layer: "pubsub" (RedisPubSubChannelLayer, default, with its
+# Redis commands batched by realtime.layer) or "core" (RedisChannelLayer). Why
+# pubsub (the fan-out figure of bench/RESULTS.md): a group send is one PUBLISH per
+# instance, not one list push per socket, so fan-out cost grows with instances, not
+# sockets (1,000 sockets: last receiver 325 ms vs 673 ms on this box); and on a
+# Redis restart its sockets stay open (core's receive loop dies, so every socket is
+# closed 1013 and resumes). Messages published during the outage
 # are filled in from the DB by seq (chat_sync after recovery, gap fill on the next
 # message). The consumer, cluster and Redis-fault tests pass with either layer
 # (CHANNEL_LAYER=core).
@@ -190,7 +191,7 @@ def channel_layer_settings(redis_url: str, prefix: str) -> dict[str, Any]:
     if CHANNEL_LAYER_KIND == "pubsub":
         return {
             "default": {
-                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "BACKEND": "realtime.layer.BatchedPubSubChannelLayer",
                 "CONFIG": {"hosts": [host], "prefix": prefix},
             }
         }
