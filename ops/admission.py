@@ -46,9 +46,11 @@ TRY_AGAIN_LATER = 1013
 # read the frame (a browser fails a handshake answered without it).
 JWT_SUBPROTOCOL = "jwt"
 # The connect rate a refusal's wait is computed from: connects this process completed
-# over the last RATE_WINDOW_S, and at least RATE_FLOOR_PER_SLOT per slot per second.
+# over the last RATE_WINDOW_S, or the best such rate it has shown lately (halved every
+# SHOWN_HALF_LIFE_S), and at least RATE_FLOOR_PER_SLOT per slot per second.
 RATE_WINDOW_S = 5.0
 RATE_FLOOR_PER_SLOT = 1.0
+SHOWN_HALF_LIFE_S = 60.0
 SUMMARY_SECONDS = 10.0
 # Messages that end a connect's hold: its first frame or its close (a denial too).
 ENDS_CONNECT = frozenset(
@@ -66,9 +68,9 @@ class RetrySchedule:
     """retry_after_ms: when the clients refused so far should be through, jittered.
 
     Every refusal books one connect's worth of time (1 / the rate this process has
-    completed connects at lately) after the ones booked before it, so the value
-    grows with the number refused recently relative to what the process gets
-    through, and shrinks as time passes.
+    completed connects at lately, or has shown before) after the ones booked before
+    it, so the value grows with the number refused recently relative to what the
+    process gets through, and shrinks as time passes.
     """
 
     def __init__(
@@ -83,12 +85,21 @@ class RetrySchedule:
         self.rng = rng
         self.done: deque[float] = deque()  # completion times, the last RATE_WINDOW_S
         self.booked_until = 0.0
+        self.shown = 0.0  # the best window rate so far, as of shown_at
+        self.shown_at = 0.0
 
     def completed(self) -> None:
         """A connect ended its hold (its first frame or its close)."""
         now = self.clock()
         self.done.append(now)
         self._forget(now)
+        window = len(self.done) / RATE_WINDOW_S
+        if window >= self._shown(now):
+            self.shown, self.shown_at = window, now
+
+    def _shown(self, now: float) -> float:
+        """The best window rate shown so far, decayed to `now`."""
+        return self.shown * 0.5 ** ((now - self.shown_at) / SHOWN_HALF_LIFE_S)
 
     def _forget(self, now: float) -> None:
         while self.done and self.done[0] < now - RATE_WINDOW_S:
@@ -102,9 +113,15 @@ class RetrySchedule:
         # what the process got through while it also refused; its waits of
         # 0.3-2 s brought each client back nine times, and the refusals took the
         # CPU the connects needed. Counting completions measures what gets through.
-        self._forget(self.clock())
+        # A storm starts with a stall (the dropped sockets' cleanup takes the CPU,
+        # ~5 s for 2,000), when next to nothing completes; the clients refused
+        # then were booked at the floor rate, a quarter of what the process does,
+        # and the slots stood idle for half the storm. The rate it showed before
+        # the stall is the better guess; it fades within minutes.
+        now = self.clock()
+        self._forget(now)
         floor = self.limit * RATE_FLOOR_PER_SLOT
-        return max(len(self.done) / RATE_WINDOW_S, floor)
+        return max(len(self.done) / RATE_WINDOW_S, self._shown(now), floor)
 
     def next_ms(self) -> int:
         """Book one refused client; the jittered wait to tell it, in ms."""

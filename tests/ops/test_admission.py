@@ -15,6 +15,7 @@ from ops.admission import (
     RATE_WINDOW_S,
     RETRY_MAX_MS,
     RETRY_MIN_MS,
+    SHOWN_HALF_LIFE_S,
     AdmissionControl,
     OverloadLog,
     RetrySchedule,
@@ -344,9 +345,28 @@ def test_only_the_last_seconds_count_and_a_stalled_process_has_a_floor():
     assert schedule.rate == 8 * RATE_FLOOR_PER_SLOT  # nothing completed yet
     completions(schedule, clock, per_s=300, seconds=2)
     assert schedule.rate == pytest.approx(600 / RATE_WINDOW_S, rel=0.01)
-    clock.now += RATE_WINDOW_S + 0.1  # a stall: nothing completes
-    assert schedule.rate == 8 * RATE_FLOOR_PER_SLOT
+    stall = RATE_WINDOW_S + 0.1  # nothing completes
+    clock.now += stall
+    # The rate shown before the stall stands in for it, fading.
+    faded = 120 * 0.5 ** (stall / SHOWN_HALF_LIFE_S)
+    assert schedule.rate == pytest.approx(faded, rel=0.01)
     assert len(schedule.done) == 0  # forgotten, not kept
+    clock.now += SHOWN_HALF_LIFE_S * 10
+    assert schedule.rate == 8 * RATE_FLOOR_PER_SLOT
+
+
+def test_refusals_in_a_stall_are_booked_at_the_rate_shown_before_it():
+    clock = Clock()
+    shown = RetrySchedule(32, clock=clock, rng=lambda: 0.5)
+    completions(shown, clock, per_s=100, seconds=5)
+    fresh = RetrySchedule(32, clock=clock, rng=lambda: 0.5)
+    clock.now += 4.0  # the dropped sockets' cleanup: nothing completes
+    last = [shown.next_ms() for _ in range(1000)][-1]
+    # 1,000 ahead at ~95/s: about 10.5 s, not the floor's 31 s (past the horizon).
+    assert last == pytest.approx(
+        1000 / (100 * 0.5 ** (4 / SHOWN_HALF_LIFE_S)) * 1000, rel=0.02
+    )
+    assert [fresh.next_ms() for _ in range(1000)][-1] >= RETRY_MAX_MS / 2
 
 
 # --- logs: no record per refused socket -----------------------------------------------
