@@ -204,10 +204,11 @@ async def connect_many(
                     )
                     return
                 except ConnectError as exc:
-                    if exc.code != "overloaded" or time.perf_counter() > deadline:
+                    wait = overloaded_wait(exc)
+                    if wait is None or time.perf_counter() > deadline:
                         failures += 1
                         return
-                    await asyncio.sleep(overloaded_wait(exc) or 0.0)
+                    await asyncio.sleep(wait)
                 except CONNECT_ERRORS:
                     if not setup or time.perf_counter() > deadline:
                         failures += 1
