@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels_redis.pubsub import (
@@ -33,6 +34,7 @@ from channels_redis.pubsub import (
 from channels_redis.utils import _wrap_close
 
 Pending = tuple[str, Any, asyncio.Future]
+SendBatch = Callable[[list[Pending]], Awaitable[None]]
 
 
 class BatchedShard(RedisSingleShardConnection):
@@ -45,38 +47,43 @@ class BatchedShard(RedisSingleShardConnection):
         self._flushers: set[asyncio.Task] = set()
 
     async def publish(self, channel: str, message: bytes) -> None:
-        await self._queue(self._publishes, "publish", (channel, message))
+        await self._queue(
+            self._publishes, self._publish_batch, "publish", (channel, message)
+        )
 
     async def subscribe(self, channel: str) -> None:
-        await self._queue(self._subscriptions, "subscribe", channel)
+        await self._queue(
+            self._subscriptions, self._subscription_batch, "subscribe", channel
+        )
 
     async def unsubscribe(self, channel: str) -> None:
-        await self._queue(self._subscriptions, "unsubscribe", channel)
+        await self._queue(
+            self._subscriptions, self._subscription_batch, "unsubscribe", channel
+        )
 
-    async def _queue(self, queue: list[Pending], op: str, arg: Any) -> None:
-        """Add a command to `queue`; return once its batch was sent (or failed)."""
+    async def _queue(
+        self, queue: list[Pending], send: SendBatch, op: str, arg: Any
+    ) -> None:
+        """Add a command to `queue`; return once `send` sent its batch (or failed)."""
         future = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieved)
         queue.append((op, arg, future))
         if len(queue) == 1:
             # The first of a batch starts its sender; the others ride along.
-            task = asyncio.ensure_future(self._send(queue))
+            task = asyncio.ensure_future(self._send(queue, send))
             self._flushers.add(task)
             task.add_done_callback(self._flushers.discard)
         # Shielded: a caller cancelled while waiting (a closing consumer) leaves its
         # command to go out with the batch, as it would have once under the lock.
         await asyncio.shield(future)
 
-    async def _send(self, queue: list[Pending]) -> None:
+    async def _send(self, queue: list[Pending], send: SendBatch) -> None:
         async with self._lock:
             while queue:
                 batch = queue[:]
                 del queue[:]
                 try:
-                    if queue is self._publishes:
-                        await self._publish_batch(batch)
-                    else:
-                        await self._subscription_batch(batch)
+                    await send(batch)
                 except BaseException as exc:
                     _settle(batch, exc)
                     if not isinstance(exc, Exception):
