@@ -4,7 +4,13 @@ Each patch checks, before it patches, that its targets still have the shape it
 expects and that the installed release is the one it was written for (guard.py).
 """
 
-from emergence.compat import daphne, daphne_frames, psycopg_pool, twisted_http
+from emergence.compat import (
+    autobahn_debug,
+    daphne,
+    daphne_frames,
+    psycopg_pool,
+    twisted_http,
+)
 
 
 def apply() -> None:
@@ -13,3 +19,4 @@ def apply() -> None:
     daphne.apply()
     daphne_frames.apply()
     twisted_http.apply()
+    autobahn_debug.apply()
