@@ -1,6 +1,5 @@
 """emergence/compat/autobahn_debug.py: autobahn's DEBUG text built only if logged."""
 
-import importlib.metadata
 import logging
 import pprint
 
@@ -87,14 +86,9 @@ def test_an_unpatched_autobahn_is_patched_once(unpatched):
 
 
 def test_another_autobahn_release_is_left_alone_with_one_warning(
-    unpatched, monkeypatch, caplog
+    unpatched, installed_release, caplog
 ):
-    real_version = importlib.metadata.version
-    monkeypatch.setattr(
-        importlib.metadata,
-        "version",
-        lambda name: "27.1.0" if name.lower() == "autobahn" else real_version(name),
-    )
+    installed_release("autobahn", "27.1.0")
     caplog.set_level(logging.WARNING, logger="emergence.compat")
     fix.apply()
     assert protocol.pformat is pprint.pformat
