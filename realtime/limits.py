@@ -2,7 +2,8 @@
 
 In Redis, so that a user's sockets on every instance count together; in-process in
 the embedded single-instance mode (no REDIS_URL), where this process is the whole
-truth. Each check is one Lua script: one round trip, atomic across instances.
+truth. Each check is one Lua script: atomic across instances; the sockets' counts of
+a burst of connects or closes go in one pipeline.
 """
 
 import time
@@ -10,6 +11,7 @@ import time
 from django.conf import settings
 
 from ops import redis_client as shared
+from ops.batching import Coalescer
 
 # KEYS[1]: the user's bucket (hash: tokens, updated). ARGV: rate, burst, now.
 _USER_BUCKET = """
@@ -96,9 +98,7 @@ async def socket_open(user: str, channel: str) -> bool:
             return False
         held.add(channel)
         return True
-    script = _script(client, "socket_open", _SOCKET_OPEN)
-    args = [channel, limit, f"{time.time():.3f}", settings.PRESENCE_TTL_SECONDS]
-    return bool(await script(keys=[sockets_key(user)], args=args))
+    return bool(await _opens.submit((user, channel)))
 
 
 async def socket_closed(user: str, channel: str) -> None:
@@ -111,4 +111,31 @@ async def socket_closed(user: str, channel: str) -> None:
             if not held:
                 del _local_sockets[user]
         return
-    await client.zrem(sockets_key(user), channel)
+    await _closes.submit((user, channel))
+
+
+# A burst of connects or closes shares one pipeline (and one pooled connection):
+# one call each, a thousand dropped sockets queued for the shared pool's connections
+# and held them past its wait, so that connects meanwhile failed with 1013.
+async def _open_many(items: list[tuple[str, str]]) -> list:
+    client = shared.redis_client()
+    script = _script(client, "socket_open", _SOCKET_OPEN)
+    limit, ttl = settings.WS_MAX_SOCKETS_PER_USER, settings.PRESENCE_TTL_SECONDS
+    now = f"{time.time():.3f}"
+    async with client.pipeline(transaction=False) as pipe:
+        for user, channel in items:
+            args = [channel, limit, now, ttl]
+            await script(keys=[sockets_key(user)], args=args, client=pipe)
+        # Each script is atomic on its own; one failing must not fail the others.
+        return await pipe.execute(raise_on_error=False)
+
+
+async def _closed_many(items: list[tuple[str, str]]) -> list:
+    async with shared.redis_client().pipeline(transaction=False) as pipe:
+        for user, channel in items:
+            pipe.zrem(sockets_key(user), channel)
+        return await pipe.execute(raise_on_error=False)
+
+
+_opens = Coalescer(_open_many)
+_closes = Coalescer(_closed_many)
