@@ -9,6 +9,10 @@ and the consumer's channel-layer calls: accept, an `error` frame `overloaded` wi
 connect waited behind all the others, Daphne's handshake timeout dropped connects
 that had already cost their work, and each came back as one more attempt.
 
+A connect that finds the slots full waits in line for one instead, for at most
+WS_ADMISSION_WAIT_MS, when the line ahead of it clears within that time at the rate
+the process completes connects; it is refused when the wait runs out.
+
 The cap is this process's alone (it protects this event loop); nothing shared is
 read or decided here.
 """
@@ -123,11 +127,15 @@ class RetrySchedule:
         floor = self.limit * RATE_FLOOR_PER_SLOT
         return max(len(self.done) / RATE_WINDOW_S, self._shown(now), floor)
 
-    def next_ms(self) -> int:
-        """Book one refused client; the jittered wait to tell it, in ms."""
+    def next_ms(self, waiting: int = 0) -> int:
+        """Book one refused client after `waiting` in line; its jittered wait, ms."""
         now = self.clock()
         horizon = now + RETRY_MAX_MS / 1000
-        booked = max(self.booked_until, now) + 1 / self.rate
+        rate = self.rate
+        # Those in line are served within the admission wait and are not booked:
+        # booked too, they pushed the schedule past when they had been served, and
+        # the slots stood idle for seconds before the first refused came back.
+        booked = max(self.booked_until, now + waiting / rate) + 1 / rate
         self.booked_until = min(booked, horizon)
         center = min(max((self.booked_until - now) * 1000, RETRY_MIN_MS), RETRY_MAX_MS)
         low = max(RETRY_MIN_MS, center * (1 - JITTER))
@@ -219,26 +227,66 @@ class AdmissionControl:
         app: App,
         limit: int | None = None,
         *,
+        wait_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.app = app
         self.limit = settings.WS_MAX_CONNECTING if limit is None else limit
+        self.wait_s = settings.WS_ADMISSION_WAIT_MS / 1000 if wait_s is None else wait_s
         self.clock = clock
         self.in_progress = 0
+        self.waiting: deque[asyncio.Future] = deque()
         self.schedule = RetrySchedule(self.limit, clock=clock, rng=rng)
         self.log = OverloadLog(clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket" or self.limit <= 0:
             return await self.app(scope, receive, send)
-        if self.in_progress >= self.limit:
-            return await self.refuse(scope, receive, send)
-        slot = Slot(self)
+        if self.waiting or self.in_progress >= self.limit:
+            if not await self.wait_for_slot():
+                return await self.refuse(scope, receive, send)
+            slot = Slot(self, handed_over=True)
+        else:
+            slot = Slot(self)
         try:
             await self.app(scope, receive, slot.watch(send))
         finally:
             slot.release(completed=False)
+
+    async def wait_for_slot(self) -> bool:
+        """Wait in line for a slot, if the line ahead clears within wait_s."""
+        # A refused client costs a whole handshake and closing handshake (~2 ms of
+        # CPU here) and goes to the back of the schedule. One that came back at its
+        # booked time and found the slots full for a moment waits a little instead.
+        if len(self.waiting) >= self.schedule.rate * self.wait_s:
+            return False
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        try:
+            return await asyncio.wait_for(future, self.wait_s)
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release_slot()  # handed over as the app was cancelled: pass on
+            raise
+        finally:
+            if not future.done():
+                future.cancel()
+            if future.cancelled():  # out of the line: a released slot skips it
+                with contextlib.suppress(ValueError):
+                    self.waiting.remove(future)
+
+    def release_slot(self) -> None:
+        """A slot is free: hand it to the first one waiting, else give it back."""
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_result(True)
+                return
+        self.in_progress -= 1
+        metrics.WS_CONNECTING.dec()
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the protocol ourselves: accept, `overloaded`, close 1013."""
@@ -246,7 +294,7 @@ class AdmissionControl:
         with contextlib.suppress(*CLIENT_GONE):
             if (await receive())["type"] != "websocket.connect":
                 return  # gone before its handshake reached us
-            retry_after_ms = self.schedule.next_ms()
+            retry_after_ms = self.schedule.next_ms(len(self.waiting))
             self.log.refused(in_progress=self.in_progress, limit=self.limit)
             offered = scope.get("subprotocols") or []
             subprotocol = JWT_SUBPROTOCOL if offered[:1] == [JWT_SUBPROTOCOL] else None
@@ -260,22 +308,21 @@ class Slot:
 
     __slots__ = ("owner", "held")
 
-    def __init__(self, owner: AdmissionControl) -> None:
+    def __init__(self, owner: AdmissionControl, *, handed_over: bool = False) -> None:
         self.owner = owner
         self.held = True
-        owner.in_progress += 1
-        metrics.WS_CONNECTING.inc()
+        if not handed_over:  # a released slot handed to a waiter is still counted
+            owner.in_progress += 1
+            metrics.WS_CONNECTING.inc()
 
     def release(self, *, completed: bool) -> None:
         """Give the place back (again: nothing); `completed` feeds the schedule."""
         if not self.held:
             return
         self.held = False
-        owner = self.owner
-        owner.in_progress -= 1
-        metrics.WS_CONNECTING.dec()
         if completed:
-            owner.schedule.completed()
+            self.owner.schedule.completed()
+        self.owner.release_slot()
 
     def watch(self, send: Send) -> Send:
         """`send`, giving the place back at the connect's first frame or close."""

@@ -1,6 +1,7 @@
 """Admission control (ops/admission.py): the cap, the refusal, the slot's release."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -98,7 +99,7 @@ async def finish_all(inner: Inner, *tasks: asyncio.Task) -> None:
 
 async def test_over_the_limit_accept_overloaded_frame_1013_without_the_app():
     inner = Inner()
-    mw = AdmissionControl(inner, limit=2)
+    mw = AdmissionControl(inner, limit=2, wait_s=0)
     held = [await start(mw, Peer()) for _ in range(2)]
     await until(lambda: inner.calls == 2, "two connects in progress")
     before = overloaded_count()
@@ -121,7 +122,7 @@ async def test_over_the_limit_accept_overloaded_frame_1013_without_the_app():
 
 
 async def test_a_refusal_offers_no_subprotocol_to_a_cookie_client():
-    mw = AdmissionControl(Inner(), limit=1)
+    mw = AdmissionControl(Inner(), limit=1, wait_s=0)
     mw.in_progress = 1  # a connect in progress elsewhere
     peer = Peer()
     await asyncio.wait_for(await start(mw, peer), TIMEOUT)
@@ -129,7 +130,7 @@ async def test_a_refusal_offers_no_subprotocol_to_a_cookie_client():
 
 
 async def test_through_channels_communicator_a_refused_socket_reads_frame_and_1013():
-    mw = AdmissionControl(Inner(), limit=1)
+    mw = AdmissionControl(Inner(), limit=1, wait_s=0)
     mw.in_progress = 1
     comm = WebsocketCommunicator(mw, "/ws/s1/", subprotocols=["jwt", "tok"])
     connected, subprotocol = await comm.connect(timeout=TIMEOUT)
@@ -144,7 +145,7 @@ async def test_through_channels_communicator_a_refused_socket_reads_frame_and_10
 
 
 async def test_a_client_gone_before_its_connect_is_not_refused_nor_counted():
-    mw = AdmissionControl(Inner(), limit=1)
+    mw = AdmissionControl(Inner(), limit=1, wait_s=0)
     mw.in_progress = 1
     peer = Peer()
     peer.inbox.get_nowait()
@@ -157,7 +158,7 @@ async def test_a_client_gone_before_its_connect_is_not_refused_nor_counted():
 
 @pytest.mark.parametrize("gone", [OSError, Disconnected])
 async def test_a_client_vanishing_during_the_refusal_ends_it_quietly(gone):
-    mw = AdmissionControl(Inner(), limit=1)
+    mw = AdmissionControl(Inner(), limit=1, wait_s=0)
     mw.in_progress = 1
     await asyncio.wait_for(await start(mw, Peer(gone_on_send=gone)), TIMEOUT)
 
@@ -180,6 +181,133 @@ async def test_http_and_a_zero_limit_pass_straight_through():
     capped.in_progress = 1
     await capped({"type": "http"}, None, None)
     assert seen == ["http"]
+
+
+# --- the line: a short wait for a slot instead of a refusal ---------------------------
+
+
+async def test_over_the_limit_a_connect_waits_for_the_next_released_slot():
+    inner = Inner()
+    in_progress_at_call: list[int] = []
+
+    async def app(scope, receive, send) -> None:
+        in_progress_at_call.append(mw.in_progress)
+        await inner(scope, receive, send)
+
+    mw = AdmissionControl(app, limit=1, wait_s=TIMEOUT)
+    first = await start(mw, Peer())
+    await until(lambda: inner.calls == 1, "the first connect")
+    before = overloaded_count()
+    peer = Peer()
+    second = await start(mw, peer)
+    await asyncio.sleep(0.05)
+    assert inner.calls == 1 and peer.sent == [], "waiting, neither admitted nor refused"
+    assert len(mw.waiting) == 1
+
+    inner.go.set()  # the first connect's first frame releases its slot
+    await until(lambda: inner.calls == 2, "the waiting connect admitted")
+    # Handed over, not given back and taken again (a newcomer could have taken it).
+    assert in_progress_at_call == [1, 1]
+    assert not mw.waiting
+    assert overloaded_count() == before
+    await finish_all(inner, first, second)
+    assert mw.in_progress == 0
+
+
+async def test_a_released_slot_goes_to_the_line_not_to_a_newcomer():
+    inner = Inner()
+    mw = AdmissionControl(inner, limit=1, wait_s=TIMEOUT)
+    mw.schedule.shown, mw.schedule.shown_at = 100.0, mw.clock()  # room for a line
+    mw.in_progress = 1  # a connect in progress elsewhere
+    waiter = await start(mw, Peer())
+    await until(lambda: len(mw.waiting) == 1, "one in line")
+    mw.release_slot()  # that connect ends; the newcomer arrives in the same pass
+    newcomer = await start(mw, Peer())
+    await until(lambda: inner.calls == 1, "the one in line admitted")
+    await asyncio.sleep(0.05)
+    assert inner.calls == 1 and len(mw.waiting) == 1, "the newcomer waits its turn"
+    await finish_all(inner, waiter, newcomer)
+    assert inner.calls == 2
+    assert mw.in_progress == 0
+
+
+async def test_a_waiting_connect_is_refused_when_its_wait_runs_out():
+    inner = Inner()
+    mw = AdmissionControl(inner, limit=1, wait_s=0.05)
+    first = await start(mw, Peer())
+    await until(lambda: inner.calls == 1, "the first connect")
+    peer = Peer()
+    await asyncio.wait_for(await start(mw, peer), TIMEOUT)
+    assert peer.types() == ["websocket.accept", "websocket.send", "websocket.close"]
+    assert json.loads(peer.sent[1]["text"])["code"] == "overloaded"
+    assert not mw.waiting, "it left the line"
+    inner.go.set()
+    await until(lambda: mw.in_progress == 0, "the slot given back, nobody waiting")
+    await finish_all(inner, first)
+
+
+async def test_no_longer_a_line_than_clears_within_the_wait():
+    inner = Inner()
+    # A fresh process's rate is its floor, one connect a second per slot: a line of
+    # one clears within a second.
+    mw = AdmissionControl(inner, limit=1, wait_s=1.0)
+    first = await start(mw, Peer())
+    await until(lambda: inner.calls == 1, "the first connect")
+    waiting = await start(mw, Peer())
+    await until(lambda: len(mw.waiting) == 1, "one in line")
+    refused = Peer()
+    await asyncio.wait_for(await start(mw, refused), TIMEOUT)
+    assert json.loads(refused.sent[1]["text"])["code"] == "overloaded"
+    inner.go.set()
+    await until(lambda: inner.calls == 2, "the one in line admitted")
+    await finish_all(inner, first, waiting)
+    assert mw.in_progress == 0
+
+
+async def test_a_cancelled_waiter_leaves_the_line_and_the_slot_goes_to_the_next():
+    inner = Inner()
+    mw = AdmissionControl(inner, limit=1, wait_s=TIMEOUT)
+    mw.schedule.shown, mw.schedule.shown_at = 100.0, mw.clock()  # room for a line
+    first = await start(mw, Peer())
+    await until(lambda: inner.calls == 1, "the first connect")
+    gone = await start(mw, Peer())
+    second = await start(mw, Peer())
+    await until(lambda: len(mw.waiting) == 2, "two in line")
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(gone, TIMEOUT)
+    assert len(mw.waiting) == 1
+    inner.go.set()
+    await until(lambda: inner.calls == 2, "the next in line admitted")
+    await finish_all(inner, first, second)
+    assert mw.in_progress == 0
+
+
+async def test_a_slot_handed_to_a_waiter_cancelled_meanwhile_is_passed_on():
+    inner = Inner()
+    mw = AdmissionControl(inner, limit=1, wait_s=TIMEOUT)
+    mw.in_progress = 1  # a connect in progress elsewhere
+    waiter = await start(mw, Peer())
+    await until(lambda: len(mw.waiting) == 1, "one in line")
+    mw.release_slot()  # handed to the waiter, which is cancelled before it runs
+    waiter.cancel()
+    inner.go.set()
+    inner.finish.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(waiter, TIMEOUT)
+    # Python 3.11's wait_for returns a result that came with the cancellation (the
+    # app then runs); later releases raise. Either way the slot is not lost.
+    assert mw.in_progress == 0
+
+
+def test_refused_clients_are_booked_after_the_line():
+    clock = Clock()
+    schedule = RetrySchedule(10, clock=clock, rng=lambda: 0.5)
+    alone = schedule.next_ms()
+    behind = RetrySchedule(10, clock=clock, rng=lambda: 0.5).next_ms(waiting=20)
+    # At the floor rate (10/s) a line of 20 takes 2 s: the refused come after it.
+    assert alone < 400  # about the minimum wait
+    assert behind == pytest.approx(2100, abs=1)
 
 
 # --- the slot: released exactly once, whatever ends the connect -----------------------
