@@ -186,6 +186,13 @@ async def test_http_and_a_zero_limit_pass_straight_through():
 # --- the line: a short wait for a slot instead of a refusal ---------------------------
 
 
+def lined(inner: Inner) -> AdmissionControl:
+    """One slot, a long wait, and room in line for many (100 connects/s shown)."""
+    mw = AdmissionControl(inner, limit=1, wait_s=TIMEOUT)
+    mw.schedule.shown, mw.schedule.shown_at = 100.0, mw.clock()
+    return mw
+
+
 async def test_over_the_limit_a_connect_waits_for_the_next_released_slot():
     inner = Inner()
     in_progress_at_call: list[int] = []
@@ -216,8 +223,7 @@ async def test_over_the_limit_a_connect_waits_for_the_next_released_slot():
 
 async def test_a_released_slot_goes_to_the_line_not_to_a_newcomer():
     inner = Inner()
-    mw = AdmissionControl(inner, limit=1, wait_s=TIMEOUT)
-    mw.schedule.shown, mw.schedule.shown_at = 100.0, mw.clock()  # room for a line
+    mw = lined(inner)
     mw.in_progress = 1  # a connect in progress elsewhere
     waiter = await start(mw, Peer())
     await until(lambda: len(mw.waiting) == 1, "one in line")
@@ -266,8 +272,7 @@ async def test_no_longer_a_line_than_clears_within_the_wait():
 
 async def test_a_cancelled_waiter_leaves_the_line_and_the_slot_goes_to_the_next():
     inner = Inner()
-    mw = AdmissionControl(inner, limit=1, wait_s=TIMEOUT)
-    mw.schedule.shown, mw.schedule.shown_at = 100.0, mw.clock()  # room for a line
+    mw = lined(inner)
     first = await start(mw, Peer())
     await until(lambda: inner.calls == 1, "the first connect")
     gone = await start(mw, Peer())
@@ -285,7 +290,7 @@ async def test_a_cancelled_waiter_leaves_the_line_and_the_slot_goes_to_the_next(
 
 async def test_a_slot_handed_to_a_waiter_cancelled_meanwhile_is_passed_on():
     inner = Inner()
-    mw = AdmissionControl(inner, limit=1, wait_s=TIMEOUT)
+    mw = lined(inner)
     mw.in_progress = 1  # a connect in progress elsewhere
     waiter = await start(mw, Peer())
     await until(lambda: len(mw.waiting) == 1, "one in line")
