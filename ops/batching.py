@@ -5,10 +5,13 @@ write, a Redis script) at once. One bulk call per burst replaces a thousand roun
 trips, thread hops and transactions with a few, so the event loop (and the GIL) stays
 free for everything else. Callers still await their own item's result, so their
 ordering and error handling are unchanged. Each event loop gets its own queue.
+
+A Turnstile spreads a burst that no single call can take over passes of the loop.
 """
 
 import asyncio
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -86,3 +89,41 @@ class Coalescer(Generic[T, R]):
                     future.set_exception(result)  # this item alone failed
                 else:
                     future.set_result(result)
+
+
+class Turnstile:
+    """At most `per_pass` callers go on per pass of the event loop; the rest queue."""
+
+    def __init__(self, per_pass: int) -> None:
+        self.per_pass = per_pass
+        self.passed = 0  # gone on in this pass, or let on for the next one
+        self.queue: deque[asyncio.Future] = deque()
+        self.next_pass: asyncio.Handle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def turn(self) -> None:
+        """Return at once if this pass has room, else in a later pass, in order."""
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # a loop that is gone may have left a pass open
+            self.loop, self.passed, self.next_pass = loop, 0, None
+            self.queue.clear()
+        if self.next_pass is None:
+            # Runs in the next pass: it opens that pass to the ones in line.
+            self.next_pass = loop.call_soon(self._open_next_pass)
+        if not self.queue and self.passed < self.per_pass:
+            self.passed += 1
+            return
+        future = loop.create_future()
+        self.queue.append(future)
+        await future
+
+    def _open_next_pass(self) -> None:
+        self.next_pass = None
+        self.passed = 0
+        while self.queue and self.passed < self.per_pass:
+            future = self.queue.popleft()
+            if not future.done():  # else cancelled while in line
+                future.set_result(None)
+                self.passed += 1
+        if self.queue or self.passed:
+            self.next_pass = asyncio.get_running_loop().call_soon(self._open_next_pass)

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from ops.admission import (
     RATE_FLOOR_PER_SLOT,
     RATE_WINDOW_S,
+    REFUSALS_PER_PASS,
     RETRY_MAX_MS,
     RETRY_MIN_MS,
     SHOWN_HALF_LIFE_S,
@@ -21,6 +22,7 @@ from ops.admission import (
     OverloadLog,
     RetrySchedule,
 )
+from tests.loops import LoopPasses, most_in_one_pass
 
 TIMEOUT = 5  # every wait is bounded; generous for a busy box
 
@@ -181,6 +183,29 @@ async def test_http_and_a_zero_limit_pass_straight_through():
     capped.in_progress = 1
     await capped({"type": "http"}, None, None)
     assert seen == ["http"]
+
+
+# --- refusals spread over passes of the event loop -----------------------------------
+
+
+async def test_a_crowd_of_refusals_is_answered_a_few_per_pass():
+    mw = AdmissionControl(Inner(), limit=1, wait_s=0)
+    mw.in_progress = 1  # a connect in progress elsewhere
+    peers = [Peer() for _ in range(100)]
+    accepted_in: list[int] = []
+
+    async def refused(peer: Peer) -> None:
+        async def send(message: dict) -> None:
+            if message["type"] == "websocket.accept":
+                accepted_in.append(loop_passes.count)
+            await peer.send(message)
+
+        await mw(ws_scope(), peer.receive, send)
+
+    async with LoopPasses() as loop_passes:
+        await asyncio.wait_for(asyncio.gather(*map(refused, peers)), TIMEOUT)
+    assert all(p.types()[-1] == "websocket.close" for p in peers)
+    assert most_in_one_pass(accepted_in) <= REFUSALS_PER_PASS
 
 
 # --- the line: a short wait for a slot instead of a refusal ---------------------------

@@ -5,7 +5,8 @@ import threading
 
 import pytest
 
-from ops.batching import Coalescer
+from ops.batching import Coalescer, Turnstile
+from tests.loops import LoopPasses, most_in_one_pass
 
 
 async def settle(*aws) -> list:
@@ -230,3 +231,48 @@ async def test_a_bulk_function_returning_too_few_results_fails_its_callers():
     assert [type(r) for r in results] == [RuntimeError] * 3, results
     # The next burst goes through.
     assert await settle(coalescer.submit(7)) == [70]
+
+
+# --- Turnstile ------------------------------------------------------------------------
+
+
+async def passes_through(turns: Turnstile, callers: int) -> list[int]:
+    """The pass in which each caller went on."""
+    went_on: list[int] = []
+
+    async def caller() -> None:
+        await turns.turn()
+        went_on.append(loop_passes.count)
+
+    async with LoopPasses() as loop_passes:
+        await asyncio.wait_for(asyncio.gather(*(caller() for _ in range(callers))), 5)
+    return went_on
+
+
+async def test_the_turnstile_lets_a_few_on_per_pass_in_order():
+    went_on = await passes_through(Turnstile(16), 100)
+    assert len(went_on) == 100
+    assert most_in_one_pass(went_on) == 16
+    assert went_on == sorted(went_on), "in the order they came"
+
+
+async def test_a_caller_cancelled_in_line_is_skipped():
+    turns = Turnstile(1)
+    await turns.turn()
+    first, gone, last = (asyncio.create_task(turns.turn()) for _ in range(3))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.wait_for(asyncio.gather(first, last), 5)
+    assert gone.cancelled()
+    assert not turns.queue
+
+
+def test_a_turnstile_left_mid_pass_by_a_loop_serves_the_next_loop():
+    turns = Turnstile(1)
+    gone = asyncio.new_event_loop()
+    # A pass full, and the callback that would open the next one never run.
+    turns.loop, turns.passed = gone, 1
+    turns.next_pass = gone.call_soon(lambda: None)
+    gone.close()
+    went_on = asyncio.run(passes_through(turns, 3))
+    assert len(went_on) == 3
