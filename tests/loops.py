@@ -24,4 +24,5 @@ class LoopPasses:
 
 
 def most_in_one_pass(passes: list[int]) -> int:
+    """The most entries of `passes` naming the same pass."""
     return max(passes.count(n) for n in set(passes))
