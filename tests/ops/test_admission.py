@@ -238,7 +238,7 @@ async def test_over_the_limit_a_connect_waits_for_the_next_released_slot():
 
     inner.go.set()  # the first connect's first frame releases its slot
     await until(lambda: inner.calls == 2, "the waiting connect admitted")
-    # Handed over, not given back and taken again (a newcomer could have taken it).
+    # One slot in use throughout: the waiter's connect counts as the first one's did.
     assert in_progress_at_call == [1, 1]
     assert not mw.waiting
     assert overloaded_count() == before
