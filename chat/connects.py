@@ -118,11 +118,18 @@ def _create_threads(
     """Create the admitted sockets' missing threads; refuse a raced private one."""
     refusals: list[Exception | None] = [None] * len(connects)
     todo = [k for k, c in enumerate(connects) if c.thread_id not in threads]
+    creating: set[str] = set()
     for k in todo:
-        # Creating a thread counts against the user's THREAD_CREATE_LIMIT.
+        if connects[k].thread_id in creating:
+            continue  # joins a thread this burst creates: as if it existed
+        # Creating a thread counts once against its creator's THREAD_CREATE_LIMIT,
+        # the first joiner let through (thread_join_many's creator), as it did when
+        # each socket opened alone and the rest found the thread there.
         retry_after = limits.thread_quota_take(connects[k].user)
         if retry_after:
             refusals[k] = ThreadQuotaExceeded(retry_after)
+        else:
+            creating.add(connects[k].thread_id)
     todo = [k for k in todo if refusals[k] is None]
     if todo:
         joined = thread_join_many(

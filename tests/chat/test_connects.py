@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from chat import connects
 from chat.connects import SocketOpen, SocketOpened, socket_open_many
 from chat.models import Thread
-from chat.services import ThreadForbidden
+from chat.services import ThreadForbidden, ThreadQuotaExceeded
 from sessions_app.models import ChatSession, ConnectionEvent
 from sessions_app.services import SessionForbidden
 
@@ -33,6 +33,22 @@ def seqs(opened: SocketOpened) -> list[int]:
 
 
 # --- socket_open_many ---------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_burst_joining_a_new_thread_counts_one_creation(alice, bob, settings):
+    settings.THREAD_CREATE_LIMIT = 2
+    results = open_many(
+        *(opening(alice, f"s{i}", "brand-new") for i in range(30)),
+        opening(bob, "b", "brand-new"),
+        opening(alice, "other", "second-new"),
+        opening(alice, "third", "third-new"),  # alice's third creation: refused
+    )
+    *joined, third = results
+    assert all(isinstance(r, SocketOpened) for r in joined), joined
+    assert isinstance(third, ThreadQuotaExceeded)
+    assert Thread.objects.get(pk="brand-new").created_by == alice
+    assert not Thread.objects.filter(pk="third-new").exists()
 
 
 @pytest.mark.django_db
