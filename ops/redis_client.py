@@ -19,6 +19,10 @@ SHARED_POOL_WAIT_S = 5.0
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = (
     weakref.WeakKeyDictionary()
 )
+# Each client's registered Lua scripts, by name.
+_scripts: "weakref.WeakKeyDictionary[aioredis.Redis, dict[str, Any]]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def redis_client() -> aioredis.Redis | None:
@@ -42,6 +46,25 @@ def redis_client() -> aioredis.Redis | None:
         client = aioredis.Redis.from_pool(pool)
         _clients[loop] = client
     return client
+
+
+def script(name: str, body: str) -> Any:
+    """The Lua script `name` of this event loop's client, registered once."""
+    client = redis_client()
+    scripts = _scripts.setdefault(client, {})
+    if name not in scripts:
+        scripts[name] = client.register_script(body)
+    return scripts[name]
+
+
+async def run_script_many(name: str, body: str, calls: list) -> list:
+    """Each (keys, args) through one script, one pipeline: results or errors."""
+    registered = script(name, body)
+    async with redis_client().pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            await registered(keys=keys, args=args, client=pipe)
+        # Each script is atomic on its own; one failing must not fail the others.
+        return await pipe.execute(raise_on_error=False)
 
 
 def key(*parts: str) -> str:

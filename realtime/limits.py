@@ -48,7 +48,6 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 return 1
 """
 
-_scripts: dict[str, object] = {}
 # The embedded mode's state: this process is the only instance.
 _local_buckets: dict[str, tuple[float, float]] = {}
 _local_sockets: dict[str, set[str]] = {}
@@ -59,14 +58,6 @@ def sockets_key(user: str) -> str:
     return shared.key("us", user)
 
 
-def _script(client, name: str, body: str):
-    cache_key = f"{id(client)}:{name}"
-    script = _scripts.get(cache_key)
-    if script is None:
-        script = _scripts[cache_key] = client.register_script(body)
-    return script
-
-
 async def frame_allowed(user: str) -> bool:
     """Spend one of the user's frame tokens (all their sockets share them)."""
     rate = settings.WS_USER_RATE_LIMIT
@@ -74,7 +65,7 @@ async def frame_allowed(user: str) -> bool:
     client = shared.redis_client()
     if client is None:
         return _local_take(user, rate, burst)
-    script = _script(client, "user_bucket", _USER_BUCKET)
+    script = shared.script("user_bucket", _USER_BUCKET)
     args = [rate, burst, f"{time.time():.6f}"]
     return bool(await script(keys=[shared.key("ub", user)], args=args))
 
@@ -118,16 +109,12 @@ async def socket_closed(user: str, channel: str) -> None:
 # one call each, a thousand dropped sockets queued for the shared pool's connections
 # and held them past its wait, so that connects meanwhile failed with 1013.
 async def _open_many(items: list[tuple[str, str]]) -> list:
-    client = shared.redis_client()
-    script = _script(client, "socket_open", _SOCKET_OPEN)
     limit, ttl = settings.WS_MAX_SOCKETS_PER_USER, settings.PRESENCE_TTL_SECONDS
     now = f"{time.time():.3f}"
-    async with client.pipeline(transaction=False) as pipe:
-        for user, channel in items:
-            args = [channel, limit, now, ttl]
-            await script(keys=[sockets_key(user)], args=args, client=pipe)
-        # Each script is atomic on its own; one failing must not fail the others.
-        return await pipe.execute(raise_on_error=False)
+    calls = [
+        ([sockets_key(user)], [channel, limit, now, ttl]) for user, channel in items
+    ]
+    return await shared.run_script_many("socket_open", _SOCKET_OPEN, calls)
 
 
 async def _closed_many(items: list[tuple[str, str]]) -> list:

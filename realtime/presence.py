@@ -124,20 +124,10 @@ class RedisPresence:
     """Presence in Redis, each step one Lua script (atomic across instances)."""
 
     def __init__(self) -> None:
-        self._scripts: dict[str, object] = {}
         # Sockets attaching at the same time share one pipeline (attach_many).
         self._attaches: Coalescer[tuple, Attached | Exception] = Coalescer(
             self.attach_many
         )
-
-    def _script(self, name: str, body: str):
-        client = shared.redis_client()
-        cache_key = f"{id(client)}:{name}"
-        script = self._scripts.get(cache_key)
-        if script is None:
-            script = client.register_script(body)
-            self._scripts[cache_key] = script
-        return script
 
     @staticmethod
     def _keys(thread_id: str, user: str, session_id: str) -> dict[str, str]:
@@ -170,22 +160,13 @@ class RedisPresence:
                     [channel, expiry, _ttl(), user, thread_id],
                 )
             )
-        results = await self._run_scripts("attach", _ATTACH, calls)
+        results = await shared.run_script_many("attach", _ATTACH, calls)
         return [
             r
             if isinstance(r, Exception)
             else Attached(bool(r[0]), sorted(m.decode() for m in r[1]))
             for r in results
         ]
-
-    async def _run_scripts(self, name: str, body: str, calls: list) -> list:
-        """Each (keys, args) through one script, one pipeline: results or errors."""
-        script = self._script(name, body)
-        async with shared.redis_client().pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                await script(keys=keys, args=args, client=pipe)
-            # Each script is atomic on its own; one failing must not fail the others.
-            return await pipe.execute(raise_on_error=False)
 
     async def detach_start_many(self, detaches: list[tuple]) -> list:
         """Leave presence, set the markers: (thread, user, session, channel, marker)."""
@@ -198,7 +179,7 @@ class RedisPresence:
                     [channel, marker, _marker_ttl()],
                 )
             )
-        results = await self._run_scripts("detach_start", _DETACH_START, calls)
+        results = await shared.run_script_many("detach_start", _DETACH_START, calls)
         return [r if isinstance(r, Exception) else None for r in results]
 
     async def detach_finish_many(self, detaches: list[tuple]) -> list:
@@ -213,7 +194,7 @@ class RedisPresence:
                     [marker, now, user],
                 )
             )
-        results = await self._run_scripts("detach_finish", _DETACH_FINISH, calls)
+        results = await shared.run_script_many("detach_finish", _DETACH_FINISH, calls)
         return [
             r if isinstance(r, Exception) else DetachOutcome(bool(r[0]), bool(r[1]))
             for r in results
@@ -269,7 +250,7 @@ class RedisPresence:
                 if dry_run:
                     reaped = await self._overdue(k["pt"], k["dmu"], now)
                 else:
-                    reaped = await self._script("reap", _REAP)(
+                    reaped = await shared.script("reap", _REAP)(
                         keys=[k["pt"], k["dmu"], k["pu"]], args=[now, user]
                     )
                 if reaped:
@@ -285,7 +266,7 @@ class RedisPresence:
         if dry_run:
             return [await self._overdue(k["ss"], k["dms"], now) for k in keys]
         calls = [([k["ss"], k["dms"]], [now]) for k in keys]
-        results = await self._run_scripts("reap", _REAP, calls)
+        results = await shared.run_script_many("reap", _REAP, calls)
         for result in results:
             if isinstance(result, Exception):
                 raise result
