@@ -218,6 +218,15 @@ def lined(inner: Inner) -> AdmissionControl:
     return mw
 
 
+async def one_in_line(inner: Inner) -> tuple[AdmissionControl, asyncio.Task]:
+    """A lined control whose one slot is taken elsewhere, and a connect waiting."""
+    mw = lined(inner)
+    mw.in_progress = 1  # a connect in progress elsewhere
+    waiter = await start(mw, Peer())
+    await until(lambda: len(mw.waiting) == 1, "one in line")
+    return mw, waiter
+
+
 async def test_over_the_limit_a_connect_waits_for_the_next_released_slot():
     inner = Inner()
     in_progress_at_call: list[int] = []
@@ -248,10 +257,7 @@ async def test_over_the_limit_a_connect_waits_for_the_next_released_slot():
 
 async def test_a_released_slot_goes_to_the_line_not_to_a_newcomer():
     inner = Inner()
-    mw = lined(inner)
-    mw.in_progress = 1  # a connect in progress elsewhere
-    waiter = await start(mw, Peer())
-    await until(lambda: len(mw.waiting) == 1, "one in line")
+    mw, waiter = await one_in_line(inner)
     mw.release_slot()  # that connect ends; the newcomer arrives in the same pass
     newcomer = await start(mw, Peer())
     await until(lambda: inner.calls == 1, "the one in line admitted")
@@ -315,10 +321,7 @@ async def test_a_cancelled_waiter_leaves_the_line_and_the_slot_goes_to_the_next(
 
 async def test_a_slot_handed_to_a_waiter_cancelled_meanwhile_is_passed_on():
     inner = Inner()
-    mw = lined(inner)
-    mw.in_progress = 1  # a connect in progress elsewhere
-    waiter = await start(mw, Peer())
-    await until(lambda: len(mw.waiting) == 1, "one in line")
+    mw, waiter = await one_in_line(inner)
     mw.release_slot()  # handed to the waiter, which is cancelled before it runs
     waiter.cancel()
     inner.go.set()
