@@ -7,9 +7,16 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from sessions_app.bulk import (
+    events_insert,
+    sessions_count_connects,
+    sessions_insert_missing,
+    sessions_lock,
+    sessions_lock_owners,
+    sessions_touch,
+)
 from sessions_app.models import ChatSession, ConnectionEvent
 
 
@@ -117,12 +124,11 @@ def _lock_sessions(
         missing = sorted(creators.keys() - rows.keys())
         if not missing:
             return rows
-        ChatSession.objects.bulk_create(
-            [_new_row(creators[session_id], now) for session_id in missing],
-            ignore_conflicts=True,
+        sessions_insert_missing(
+            rows=[_new_row(creators[session_id], now) for session_id in missing],
+            now=now,
         )
-        locked = ChatSession.objects.select_for_update().filter(pk__in=missing)
-        rows.update((row.pk, row) for row in locked.order_by("pk"))
+        rows.update((row.pk, row) for row in sessions_lock(ids=missing))
     raise RuntimeError(f"sessions vanished while locked: {sorted(creators)}")
 
 
@@ -166,52 +172,31 @@ def _write_connects(
     now: datetime,
 ) -> None:
     """Save the counted rows and insert the connect events (one statement each)."""
-    if admitted:
-        _save_counted(rows, admitted, resumed, now)
-    ConnectionEvent.objects.bulk_create(
-        ConnectionEvent(
-            session_id=connect.session_id,
-            session_key=connect.session_id,
-            user_id=connect.user.pk,
-            thread_key=connect.thread_id,
-            kind=ConnectionEvent.Kind.CONNECT,
-            instance=connect.instance,
-        )
-        for connect in admitted
+    if not admitted:
+        return
+    # The rows are locked (FOR UPDATE): the increments equal the Python values.
+    sessions_count_connects(
+        thread_keys={c.session_id: rows[c.session_id].thread_key for c in admitted},
+        connects=Counter(c.session_id for c in admitted),
+        resumes=Counter(
+            c.session_id for c, again in zip(admitted, resumed, strict=True) if again
+        ),
+        now=now,
     )
-
-
-def _save_counted(
-    rows: dict[str, ChatSession],
-    admitted: list[SessionConnect],
-    resumed: list[bool],
-    now: datetime,
-) -> None:
-    """One UPDATE for the counted rows (locked: increments equal the Python values)."""
-    connects = Counter(connect.session_id for connect in admitted)
-    resumes = Counter(
-        c.session_id for c, again in zip(admitted, resumed, strict=True) if again
+    events_insert(
+        events=[
+            ConnectionEvent(
+                session_id=connect.session_id,
+                session_key=connect.session_id,
+                user_id=connect.user.pk,
+                thread_key=connect.thread_id,
+                kind=ConnectionEvent.Kind.CONNECT,
+                instance=connect.instance,
+            )
+            for connect in admitted
+        ],
+        now=now,
     )
-    # Not bulk_update: it spells a CASE WHEN per row and field, and building those
-    # expressions cost more Python than the rest of a burst's DB work (py-spy).
-    ChatSession.objects.filter(pk__in=sorted(connects)).update(
-        thread_key=_per_row({pk: rows[pk].thread_key for pk in connects}),
-        status=ChatSession.Status.ACTIVE,
-        last_seen_at=now,
-        connect_count=F("connect_count") + _per_row(connects),
-        resumed_count=F("resumed_count")
-        + _per_row({pk: resumes[pk] for pk in connects}),
-    )
-
-
-def _per_row(values: dict[str, Any]) -> Value | Case:
-    """Each row's value as one expression: one WHEN per distinct value, not per row."""
-    by_value: dict[Any, list[str]] = {}
-    for pk, value in values.items():
-        by_value.setdefault(value, []).append(pk)
-    if len(by_value) == 1:
-        return Value(next(iter(by_value)))
-    return Case(*(When(pk__in=pks, then=Value(v)) for v, pks in by_value.items()))
 
 
 @dataclass(frozen=True)
@@ -240,17 +225,14 @@ def session_detach_many(closed: list[SocketClosed]) -> None:
         }
         # Locked in id order, as session_ensure_many locks: no deadlock between a
         # burst of closes and the reconnects of the same sessions.
-        locked = ChatSession.objects.select_for_update().filter(pk__in=wanted)
-        owners = dict(locked.order_by("pk").values_list("pk", "owner_id"))
+        owners = sessions_lock_owners(ids=wanted)
 
         def owned(c: SocketClosed) -> bool:
             user_pk = getattr(c.user, "pk", None)
             return user_pk is not None and owners.get(c.session_id) == user_pk
 
-        ChatSession.objects.filter(
-            pk__in={c.session_id for c in closed if owned(c)}
-        ).update(last_seen_at=now)
-        ConnectionEvent.objects.bulk_create(
+        sessions_touch(ids=(c.session_id for c in closed if owned(c)), now=now)
+        events = [
             ConnectionEvent(
                 session_id=c.session_id if owned(c) else None,
                 session_key=c.session_id[:64],
@@ -263,7 +245,8 @@ def session_detach_many(closed: list[SocketClosed]) -> None:
                 instance=c.instance[:128],
             )
             for c in closed
-        )
+        ]
+        events_insert(events=events, now=now)
 
 
 def session_mark_idle_many(session_ids: list[str]) -> int:

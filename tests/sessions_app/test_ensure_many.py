@@ -18,7 +18,7 @@ from sessions_app.services import (
     session_mark_idle_many,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("statements")]
 
 Kind = ConnectionEvent.Kind
 

@@ -8,6 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from sessions_app import services
 from sessions_app.models import ChatSession, ConnectionEvent
 from sessions_app.services import (
     SocketClosed,
@@ -16,7 +17,7 @@ from sessions_app.services import (
     session_mark_idle_many,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("statements")]
 
 Kind = ConnectionEvent.Kind
 Status = ChatSession.Status
@@ -170,10 +171,10 @@ def test_detach_many_is_all_or_nothing(alice, monkeypatch):
     ensure(alice, "s1")
     stale = make_stale("s1")
 
-    def broken_bulk_create(*args, **kwargs):
+    def broken_insert(*args, **kwargs):
         raise RuntimeError("insert failed")
 
-    monkeypatch.setattr(ConnectionEvent.objects, "bulk_create", broken_bulk_create)
+    monkeypatch.setattr(services, "events_insert", broken_insert)
     with pytest.raises(RuntimeError):
         session_detach_many([closed(alice, "s1")])
     # The last_seen_at UPDATE ran before the INSERT and was rolled back with it.
