@@ -3,7 +3,6 @@
 import asyncio
 import contextlib
 import json
-import logging
 import random
 
 import pytest
@@ -19,7 +18,6 @@ from ops.admission import (
     RETRY_MIN_MS,
     SHOWN_HALF_LIFE_S,
     AdmissionControl,
-    OverloadLog,
     RetrySchedule,
 )
 from tests.loops import LoopPasses, most_in_one_pass
@@ -528,27 +526,3 @@ def test_refusals_in_a_stall_are_booked_at_the_rate_shown_before_it():
         1000 / (100 * 0.5 ** (4 / SHOWN_HALF_LIFE_S)) * 1000, rel=0.02
     )
     assert [fresh.next_ms() for _ in range(1000)][-1] >= RETRY_MAX_MS / 2
-
-
-# --- logs: no record per refused socket -----------------------------------------------
-
-
-async def test_refusals_log_a_start_summaries_and_an_end_not_one_per_socket(caplog):
-    caplog.set_level(logging.INFO, logger="ops.admission")
-    log = OverloadLog()
-    for _ in range(500):
-        log.refused(in_progress=4, limit=4)
-    log.tick()  # what the timer does every SUMMARY_SECONDS
-    log.refused(in_progress=4, limit=4)
-    log.tick()
-    log.tick()  # a quiet period: the episode ends
-    events = [(r.levelname, r.event) for r in caplog.records]
-    assert events == [
-        ("WARNING", "ws_overloaded"),
-        ("WARNING", "ws_overloaded_summary"),
-        ("WARNING", "ws_overloaded_summary"),
-        ("INFO", "ws_overload_ended"),
-    ]
-    assert [r.refused for r in caplog.records[1:]] == [500, 1, 501]
-    log.refused(in_progress=4, limit=4)  # a new episode starts with a new WARNING
-    assert caplog.records[-1].event == "ws_overloaded"
