@@ -247,8 +247,8 @@ WS_FREQUENT_WINDOW_SECONDS = env.int("WS_FREQUENT_WINDOW_SECONDS", default=300)
 # progress at which one process's measured connect rate peaks). 0 admits all.
 WS_MAX_CONNECTING = env.int("WS_MAX_CONNECTING", default=32)
 # A connect over it waits this long for a slot first, when the line ahead clears
-# in that time (ops/admission.py); 0 refuses at once.
-WS_ADMISSION_WAIT_MS = env.int("WS_ADMISSION_WAIT_MS", default=1000)
+# in that time (ops/admission.py; PROTOCOL.md 2.11 says why 5 s); 0 refuses at once.
+WS_ADMISSION_WAIT_MS = env.int("WS_ADMISSION_WAIT_MS", default=5000)
 # SIGTERM closes the sockets with 1012 in batches spread over this many seconds
 # (emergence/drain.py); kept below --application-close-timeout.
 WS_DRAIN_SECONDS = env.float("WS_DRAIN_SECONDS", default=10.0)

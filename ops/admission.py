@@ -39,6 +39,7 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+FIRST = asyncio.FIRST_COMPLETED
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 RETRY_MIN_MS = 250
@@ -180,8 +181,15 @@ class AdmissionControl:
         if scope["type"] != "websocket" or self.limit <= 0:
             return await self.app(scope, receive, send)
         if self.waiting or self.in_progress >= self.limit:
-            if not await self.wait_for_slot():
-                return await self.refuse(scope, receive, send)
+            inbox = Inbox(receive)
+            admitted = await self.wait_for_slot(inbox)
+            if inbox.gone:  # left while in line: nothing to answer
+                if admitted:
+                    self.release_slot()
+                return None
+            if not admitted:
+                return await self.refuse(scope, inbox, send)
+            receive = inbox
             slot = Slot(self, handed_over=True)
         else:
             slot = Slot(self)
@@ -190,8 +198,11 @@ class AdmissionControl:
         finally:
             slot.release(completed=False)
 
-    async def wait_for_slot(self) -> bool:
-        """Wait in line for a slot, if the line ahead clears within wait_s."""
+    async def wait_for_slot(self, inbox: "Inbox") -> bool:
+        """Wait in line for a slot, if the line ahead clears within wait_s.
+
+        Ends early, without one, when the client leaves meanwhile (`inbox.gone`).
+        """
         # A refused client costs a whole handshake and closing handshake (~2 ms of
         # CPU here) and goes to the back of the schedule. One that came back at its
         # booked time and found the slots full for a moment waits a little instead.
@@ -199,15 +210,18 @@ class AdmissionControl:
             return False
         future = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
+        watch = asyncio.ensure_future(inbox.until_gone())
         try:
-            return await asyncio.wait_for(future, self.wait_s)
-        except TimeoutError:
-            return False
+            await asyncio.wait({future, watch}, timeout=self.wait_s, return_when=FIRST)
+            return future.done() and not future.cancelled()
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release_slot()  # handed over as the app was cancelled: pass on
             raise
         finally:
+            watch.cancel()
+            if watch.done() and not watch.cancelled() and watch.exception():
+                inbox.gone = True  # its receive failed: the connection is gone
             if not future.done():
                 future.cancel()
             if future.cancelled():  # out of the line: a released slot skips it
@@ -240,6 +254,31 @@ class AdmissionControl:
             await send({"type": "websocket.accept", "subprotocol": subprotocol})
             await send({"type": "websocket.send", "text": overloaded(retry_after_ms)})
             await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
+
+
+class Inbox:
+    """A waiting connect's `receive`: what it read while in line comes first."""
+
+    __slots__ = ("receive", "held", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.held: deque[Message] = deque()
+        self.gone = False
+
+    async def until_gone(self) -> None:
+        """Read (and keep) messages until the client's disconnect."""
+        # A client that gives up while in line (a closed tab, its own connect
+        # timeout) must not be handed a slot and cost a connect's database work.
+        while not self.gone:
+            message = await self.receive()  # cancelling it loses no message
+            self.held.append(message)
+            self.gone = message["type"] == "websocket.disconnect"
+
+    async def __call__(self) -> Message:
+        if self.held:
+            return self.held.popleft()
+        return await self.receive()
 
 
 class Slot:

@@ -331,6 +331,52 @@ async def test_a_slot_handed_to_a_waiter_cancelled_meanwhile_is_passed_on():
     assert mw.in_progress == 0
 
 
+async def test_a_client_leaving_the_line_is_neither_admitted_nor_answered():
+    inner = Inner()
+    mw, _ = await one_in_line(inner)  # a first waiter, still there
+    peer = Peer()
+    leaving = await start(mw, peer)
+    await until(lambda: len(mw.waiting) == 2, "two in line")
+    peer.inbox.put_nowait({"type": "websocket.disconnect", "code": 1001})
+    await asyncio.wait_for(leaving, TIMEOUT)  # returns at once, not after its wait
+    assert peer.sent == [] and len(mw.waiting) == 1
+    assert mw.in_progress == 1 and inner.calls == 0
+
+
+async def test_a_slot_handed_to_a_client_that_left_goes_to_the_next():
+    inner = Inner()
+    mw = lined(inner)
+    mw.in_progress = 1
+    gone, waiting = Peer(), Peer()
+    gone_task = await start(mw, gone)
+    waiting_task = await start(mw, waiting)
+    await until(lambda: len(mw.waiting) == 2, "two in line")
+    gone.inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
+    mw.release_slot()  # a slot comes free as the first in line leaves
+    await asyncio.wait_for(gone_task, TIMEOUT)
+    await until(lambda: inner.calls == 1, "the next in line admitted")
+    await finish_all(inner, waiting_task)
+    assert gone.sent == [] and waiting.types()[0] == "websocket.accept"
+
+
+async def test_what_a_waiting_connect_read_reaches_the_app_in_order():
+    seen: list[str] = []
+
+    async def app(scope, receive, send) -> None:
+        seen.extend([(await receive())["type"], (await receive())["type"]])
+
+    mw = AdmissionControl(app, limit=1, wait_s=TIMEOUT)
+    mw.schedule.shown, mw.schedule.shown_at = 100.0, mw.clock()
+    mw.in_progress = 1
+    peer = Peer()
+    peer.inbox.put_nowait({"type": "websocket.receive", "text": "early"})
+    waiter = await start(mw, peer)
+    await until(lambda: peer.inbox.empty(), "both messages read while in line")
+    mw.release_slot()
+    await asyncio.wait_for(waiter, TIMEOUT)
+    assert seen == ["websocket.connect", "websocket.receive"]
+
+
 def test_refused_clients_are_booked_after_the_line():
     clock = Clock()
     schedule = RetrySchedule(10, clock=clock, rng=lambda: 0.5)
