@@ -8,6 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Redis unreachable, as redis-py raises it (the channel layer's failures).
@@ -60,9 +61,24 @@ def script(name: str, body: str) -> Any:
 async def run_script_many(name: str, body: str, calls: list) -> list:
     """Each (keys, args) through one script, one pipeline: results or errors."""
     registered = script(name, body)
+    # EVALSHA straight away: a pipeline given Script objects first asks Redis
+    # whether they are loaded (SCRIPT EXISTS), a round trip per burst. The script
+    # is loaded only when Redis says it is not (a restart, SCRIPT FLUSH); a
+    # NOSCRIPT call ran nothing and is run again.
+    results = await _evalsha_many(registered.sha, calls)
+    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if missing:
+        await redis_client().script_load(body)
+        again = await _evalsha_many(registered.sha, [calls[i] for i in missing])
+        for i, result in zip(missing, again, strict=True):
+            results[i] = result
+    return results
+
+
+async def _evalsha_many(sha: str, calls: list) -> list:
     async with redis_client().pipeline(transaction=False) as pipe:
         for keys, args in calls:
-            await registered(keys=keys, args=args, client=pipe)
+            pipe.evalsha(sha, len(keys), *keys, *args)
         # Each script is atomic on its own; one failing must not fail the others.
         return await pipe.execute(raise_on_error=False)
 
