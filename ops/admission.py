@@ -20,7 +20,6 @@ read or decided here.
 import asyncio
 import contextlib
 import json
-import logging
 import random
 import time
 from collections import deque
@@ -33,13 +32,10 @@ from ops import metrics
 from ops.batching import Turnstile
 from ops.overload_log import OverloadLog
 
-logger = logging.getLogger(__name__)
-
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-FIRST = asyncio.FIRST_COMPLETED
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 RETRY_MIN_MS = 250
@@ -212,7 +208,8 @@ class AdmissionControl:
         self.waiting.append(future)
         watch = asyncio.ensure_future(inbox.until_gone())
         try:
-            await asyncio.wait({future, watch}, timeout=self.wait_s, return_when=FIRST)
+            first = asyncio.FIRST_COMPLETED
+            await asyncio.wait({future, watch}, timeout=self.wait_s, return_when=first)
             return future.done() and not future.cancelled()
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
