@@ -45,6 +45,7 @@ RETRY_MIN_MS = 250
 RETRY_MAX_MS = 30_000
 JITTER = 0.25  # retry_after_ms is spread over +-25 % of the schedule's value
 TRY_AGAIN_LATER = 1013
+SERVICE_RESTART = 1012
 # The subprotocol a JWT client offers first; accepting with it lets the client
 # read the frame (a browser fails a handshake answered without it).
 JWT_SUBPROTOCOL = "jwt"
@@ -178,7 +179,12 @@ class AdmissionControl:
             return await self.app(scope, receive, send)
         if self.waiting or self.in_progress >= self.limit:
             inbox = Inbox(receive)
-            admitted = await self.wait_for_slot(inbox)
+            try:
+                admitted = await self.wait_for_slot(inbox)
+            except asyncio.CancelledError:
+                if not inbox.gone:
+                    await self.restart(scope, send)
+                raise
             if inbox.gone:  # left while in line: nothing to answer
                 if admitted:
                     self.release_slot()
@@ -235,6 +241,15 @@ class AdmissionControl:
         self.in_progress -= 1
         metrics.WS_CONNECTING.dec()
 
+    async def restart(self, scope: Scope, send: Send) -> None:
+        """Cancelled in line (the drain at SIGTERM): accept, then close 1012."""
+        # The handshake is still pending: answered, the client reads 1012 and
+        # reconnects elsewhere at once instead of waiting out its connect timeout
+        # (chat/consumers.py, shutdown_before_connect).
+        with contextlib.suppress(*CLIENT_GONE):
+            await send({"type": "websocket.accept", "subprotocol": _subprotocol(scope)})
+            await send({"type": "websocket.close", "code": SERVICE_RESTART})
+
     async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the protocol ourselves: accept, `overloaded`, close 1013."""
         # A refusal runs ~2 ms without a pause; a crowd's hundreds at once held the
@@ -246,11 +261,15 @@ class AdmissionControl:
                 return  # gone before its handshake reached us
             retry_after_ms = self.schedule.next_ms(len(self.waiting))
             self.log.refused(in_progress=self.in_progress, limit=self.limit)
-            offered = scope.get("subprotocols") or []
-            subprotocol = JWT_SUBPROTOCOL if offered[:1] == [JWT_SUBPROTOCOL] else None
-            await send({"type": "websocket.accept", "subprotocol": subprotocol})
+            await send({"type": "websocket.accept", "subprotocol": _subprotocol(scope)})
             await send({"type": "websocket.send", "text": overloaded(retry_after_ms)})
             await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
+
+
+def _subprotocol(scope: Scope) -> str | None:
+    """The subprotocol to accept with: `jwt` when the client offered it first."""
+    offered = scope.get("subprotocols") or []
+    return JWT_SUBPROTOCOL if offered[:1] == [JWT_SUBPROTOCOL] else None
 
 
 class Inbox:

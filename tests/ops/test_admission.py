@@ -317,6 +317,23 @@ async def test_a_cancelled_waiter_leaves_the_line_and_the_slot_goes_to_the_next(
     assert mw.in_progress == 0
 
 
+async def test_a_connect_cancelled_in_line_is_told_1012_as_the_drain_closes_it():
+    inner = Inner()
+    mw = lined(inner)
+    mw.in_progress = 1
+    peer = Peer()
+    waiter = await start(mw, peer, ws_scope(subprotocols=["jwt", "token"]))
+    await until(lambda: len(mw.waiting) == 1, "one in line")
+    waiter.cancel()  # what SIGTERM's drain does to every app still running
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiter, TIMEOUT)
+    assert peer.sent == [
+        {"type": "websocket.accept", "subprotocol": "jwt"},
+        {"type": "websocket.close", "code": 1012},
+    ]
+    assert not mw.waiting and inner.calls == 0
+
+
 async def test_a_slot_handed_to_a_waiter_cancelled_meanwhile_is_passed_on():
     inner = Inner()
     mw, waiter = await one_in_line(inner)
