@@ -2,7 +2,8 @@
 
 PROTOCOL.md §2 "Graceful shutdown": readiness 503 "draining" at once, new
 handshakes refused with HTTP 503, every socket already handed to the application
-closed with 1012 (one still connecting too), in batches spread over
+closed with 1012 (one still connecting, or waiting in line for a slot, too), in
+batches spread over
 WS_DRAIN_SECONDS, then the process exits.
 """
 
@@ -14,12 +15,15 @@ import urllib.error
 from collections import Counter
 from typing import Any
 
+import psycopg
 import pytest
+import websockets
 from websockets.exceptions import InvalidStatus
 
 from bench.servers import urlopen
 from tests.conftest import assert_no_errors
 from tests.e2e.wsclient import WsClient, append_figure, open_ws, ws_url
+from tests.servers import test_database_url as database_url
 
 pytestmark = pytest.mark.e2e
 
@@ -163,4 +167,57 @@ async def test_drain_closes_every_socket_with_1012_spread_over_the_window(
     [finished] = server.events("drain_finished")
     assert started["sockets"] == DRAIN_SOCKETS, started
     assert finished["closed"] == DRAIN_SOCKETS, finished
+    assert_no_errors(server)
+
+
+IN_LINE = 10
+
+
+async def waiting(server: Any, session_id: str, token: str) -> tuple[Any, list]:
+    """One connect: its close code (or how it failed) and the frames it read."""
+    url = ws_url(server, session_id, thread_id="main")
+    try:
+        client = WsClient(await open_ws(url, token, open_timeout=EXIT_BOUND_S), url)
+    except InvalidStatus as exc:
+        return exc.response.status_code, []  # 503: the drain had begun
+    except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+        return type(exc).__name__, []  # dropped unanswered
+    return await client.wait_closed(timeout=EXIT_BOUND_S), client.frames
+
+
+async def test_sigterm_tells_the_connects_waiting_in_line_1012(
+    daphne, alice, token_for
+):
+    server = daphne(
+        "line",
+        WS_MAX_CONNECTING="1",
+        WS_ADMISSION_WAIT_MS="15000",
+        WS_DRAIN_SECONDS="1",
+    )
+    token = token_for(alice)
+    first = await connect(server, "held", token)  # the session row exists
+    await first.wait_frame("presence")
+    await first.ws.close()
+    # Another transaction holds the row: the next connect of "held" stays in
+    # progress, in its database round, and keeps the only slot.
+    lock = await psycopg.AsyncConnection.connect(database_url("line-lock"))
+    try:
+        await lock.execute(
+            "SELECT 1 FROM sessions_app_chatsession WHERE id = 'held' FOR UPDATE"
+        )
+        held = asyncio.create_task(waiting(server, "held", token))
+        await asyncio.sleep(1.0)
+        line = [
+            asyncio.create_task(waiting(server, f"line{i}", token))
+            for i in range(IN_LINE)
+        ]
+        await asyncio.sleep(1.0)  # all in line behind it, handshakes unanswered
+        server.proc.send_signal(signal.SIGTERM)
+        outcomes = await asyncio.wait_for(asyncio.gather(*line), EXIT_BOUND_S)
+    finally:
+        await lock.rollback()
+        await lock.close()
+    assert outcomes == [(1012, [])] * IN_LINE  # told at once, never admitted
+    assert (await held)[0] == 1012
+    assert await wait_exit(server) == 0, server.tail()
     assert_no_errors(server)
