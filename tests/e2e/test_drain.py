@@ -3,8 +3,7 @@
 PROTOCOL.md §2 "Graceful shutdown": readiness 503 "draining" at once, new
 handshakes refused with HTTP 503, every socket already handed to the application
 closed with 1012 (one still connecting, or waiting in line for a slot, too), in
-batches spread over
-WS_DRAIN_SECONDS, then the process exits.
+batches spread over WS_DRAIN_SECONDS, then the process exits.
 """
 
 import asyncio
