@@ -8,10 +8,10 @@ the ids, `pk__in` takes a placeholder per id (a statement of over 50 parameters
 is parsed afresh by psycopg on every call: MAX_CACHED_STATEMENT_PARAMS in
 psycopg/_queries.py), and an UPDATE of each row to its own values is a CASE WHEN
 per row. On PostgreSQL these statements take one array per column (`unnest`,
-`= ANY`) and keep no model instances they do not return: 2.5-10x less CPU for 7
-rows and 1.2-7x for 2,000 (measured: docs/BENCHMARKS.md).
-Other databases (SQLite, the embedded default) run the ORM's statements, which say
-the same; the tests run both on PostgreSQL and hold them to one answer.
+`= ANY`) and keep no model instances they do not return: 1.6-11x less CPU for 7
+rows and 1.1-7x for 2,000 (measured: docs/BENCHMARKS.md). Other databases
+(SQLite, the embedded default) run the ORM's statements, which say the same; the
+tests run both on PostgreSQL and hold them to one answer.
 """
 
 from collections.abc import Iterable, Sequence
