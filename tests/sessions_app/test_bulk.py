@@ -119,5 +119,5 @@ def test_a_burst_is_one_statement_of_one_text_whatever_its_size(
         # psycopg parses a statement of over 50 parameters afresh on every call.
         assert few == many
         assert len(many) == 1 and many[0][1] <= 10
-    else:  # the ORM's filters take a placeholder per id
+    else:  # the ORM's: one statement as well
         assert len(many) == 1
