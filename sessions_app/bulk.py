@@ -46,12 +46,23 @@ FROM unnest(%s::varchar[], %s::varchar[], %s::integer[], %s::integer[])
 WHERE s.id = r.id
 """
 
+# A connection event's columns, in the order of their arrays, and their types.
+_EVENT_COLUMNS = (
+    ("session_id", "varchar"),
+    ("session_key", "varchar"),
+    ("user_id", "{user_pk}"),
+    ("thread_key", "varchar"),
+    ("kind", "varchar"),
+    ("code", "integer"),
+    ("reason", "varchar"),
+    ("duration_s", "float8"),
+    ("instance", "varchar"),
+)
+_EVENT_NAMES = ", ".join(name for name, _ in _EVENT_COLUMNS)
+_EVENT_ARRAYS = ", ".join(f"%s::{kind}[]" for _, kind in _EVENT_COLUMNS)
 _INSERT_EVENTS = f"""
-INSERT INTO {EVENTS} (session_id, session_key, user_id, thread_key, kind, code,
-    reason, duration_s, instance, created_at)
-SELECT r.*, %s
-FROM unnest(%s::varchar[], %s::varchar[], %s::{{user_pk}}[], %s::varchar[],
-    %s::varchar[], %s::integer[], %s::varchar[], %s::float8[], %s::varchar[]) AS r
+INSERT INTO {EVENTS} ({_EVENT_NAMES}, created_at)
+SELECT r.*, %s FROM unnest({_EVENT_ARRAYS}) AS r
 """
 
 _LOCK = f"SELECT * FROM {SESSIONS} WHERE id = ANY(%s::varchar[]) ORDER BY id FOR UPDATE"
@@ -189,20 +200,6 @@ def events_insert(*, events: Sequence[ConnectionEvent], now: datetime) -> None:
     if not _arrays():
         ConnectionEvent.objects.bulk_create(events)
         return
-    columns: list[list[Any]] = [[] for _ in range(9)]
-    for e in events:
-        values = (
-            e.session_id,
-            e.session_key,
-            e.user_id,
-            e.thread_key,
-            e.kind,
-            e.code,
-            e.reason,
-            e.duration_s,
-            e.instance,
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+    columns = [[getattr(e, name) for e in events] for name, _ in _EVENT_COLUMNS]
     with connection.cursor() as cursor:
         cursor.execute(_INSERT_EVENTS.format(user_pk=_user_pk()), [now, *columns])

@@ -125,21 +125,17 @@ def _lock_sessions(
         if not missing:
             return rows
         sessions_insert_missing(
-            rows=[_new_row(creators[session_id], now) for session_id in missing],
+            rows=[_new_row(creators[session_id]) for session_id in missing],
             now=now,
         )
         rows.update((row.pk, row) for row in sessions_lock(ids=missing))
     raise RuntimeError(f"sessions vanished while locked: {sorted(creators)}")
 
 
-def _new_row(connect: SessionConnect, now: datetime) -> ChatSession:
+def _new_row(connect: SessionConnect) -> ChatSession:
+    # Active, seen now and uncounted: sessions_insert_missing sets the rest.
     return ChatSession(
-        id=connect.session_id,
-        owner_id=connect.user.pk,
-        thread_key=connect.thread_id,
-        status=ChatSession.Status.ACTIVE,
-        last_seen_at=now,
-        connect_count=0,
+        id=connect.session_id, owner_id=connect.user.pk, thread_key=connect.thread_id
     )
 
 
