@@ -24,6 +24,7 @@ from chat.services import ThreadForbidden, ThreadQuotaExceeded
 from chat.sockets import SocketContext
 from chat.typing import typing_forward, typing_frame
 from ops import metrics
+from ops.admission import accepted_subprotocol
 from ops.db import DatabaseUnavailable
 from ops.redis_client import REDIS_UNREACHABLE as LAYER_ERRORS
 from sessions_app.services import SessionForbidden
@@ -137,11 +138,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.state = State.CONNECTING
         self.ctx.start(channel=self.channel_name, layer=self.channel_layer, user=None)
-        offered = self.scope.get("subprotocols") or []
         # Accept first, even to refuse, and before the user lookup (it can wait on
         # the DB): the client can only read a close code after the handshake
         # (PROTOCOL.md §2); a refused or timed-out handshake shows it 1006.
-        await self.accept("jwt" if offered[:1] == ["jwt"] else None)
+        await self.accept(accepted_subprotocol(self.scope))
         if not await self.admit():
             return
         await self.login.join(self.channel_layer, self.channel_name)
@@ -256,8 +256,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.state = State.CONNECTING
         self.ctx.start(channel="", layer=None, user=None)
         self.ctx.layer_down = True
-        offered = self.scope.get("subprotocols") or []
-        await self.accept("jwt" if offered[:1] == ["jwt"] else None)
+        await self.accept(accepted_subprotocol(self.scope))
         with contextlib.suppress(ConnectError):
             self.ctx.params = protocol.parse_connect(
                 self.scope.get("url_route", {}).get("kwargs", {}).get("session_id")
@@ -270,8 +269,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Cancelled before its websocket.connect was handled: accept, then 1012."""
         # The handshake is still pending (Daphne queues websocket.connect with the
         # app): answered, the client reads 1012 and reconnects elsewhere at once.
-        offered = self.scope.get("subprotocols") or []
-        subprotocol = "jwt" if offered[:1] == ["jwt"] else None
+        subprotocol = accepted_subprotocol(self.scope)
         try:
             await send({"type": "websocket.accept", "subprotocol": subprotocol})
             await send({"type": "websocket.close", "code": Close.SERVICE_RESTART})

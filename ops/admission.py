@@ -247,7 +247,7 @@ class AdmissionControl:
         # reconnects elsewhere at once instead of waiting out its connect timeout
         # (chat/consumers.py, shutdown_before_connect).
         with contextlib.suppress(*CLIENT_GONE):
-            await send({"type": "websocket.accept", "subprotocol": _subprotocol(scope)})
+            await send(_accept(scope))
             await send({"type": "websocket.close", "code": SERVICE_RESTART})
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -261,12 +261,16 @@ class AdmissionControl:
                 return  # gone before its handshake reached us
             retry_after_ms = self.schedule.next_ms(len(self.waiting))
             self.log.refused(in_progress=self.in_progress, limit=self.limit)
-            await send({"type": "websocket.accept", "subprotocol": _subprotocol(scope)})
+            await send(_accept(scope))
             await send({"type": "websocket.send", "text": overloaded(retry_after_ms)})
             await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
 
 
-def _subprotocol(scope: Scope) -> str | None:
+def _accept(scope: Scope) -> Message:
+    return {"type": "websocket.accept", "subprotocol": accepted_subprotocol(scope)}
+
+
+def accepted_subprotocol(scope: Scope) -> str | None:
     """The subprotocol to accept with: `jwt` when the client offered it first."""
     offered = scope.get("subprotocols") or []
     return JWT_SUBPROTOCOL if offered[:1] == [JWT_SUBPROTOCOL] else None
