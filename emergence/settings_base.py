@@ -97,6 +97,12 @@ DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=10)
 DB_POOL_TIMEOUT = env.float("DB_POOL_TIMEOUT", default=1.0)
 CONN_MAX_AGE = env.int("CONN_MAX_AGE", default=0)
 DB_CONNECT_TIMEOUT = env.int("DB_CONNECT_TIMEOUT", default=2)
+# PostgreSQL parameters sent apart from the statement (psycopg 3's server-side
+# binding) instead of quoted into it in Python: less of the connect path's CPU under
+# the GIL. Prepared statements stay off (Django's default), so poolers such as
+# PgBouncer in transaction mode keep working.
+# https://docs.djangoproject.com/en/5.2/ref/databases/#server-side-parameters-binding
+DB_SERVER_SIDE_BINDING = env.bool("DB_SERVER_SIDE_BINDING", default=True)
 
 
 def database_settings(url: str) -> dict[str, Any]:
@@ -124,6 +130,7 @@ def database_settings(url: str) -> dict[str, Any]:
     if postgresql:
         # Fail fast instead of hanging on an unreachable server; retries wait.
         db.setdefault("OPTIONS", {}).setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
+        db["OPTIONS"].setdefault("server_side_binding", DB_SERVER_SIDE_BINDING)
     return db
 
 
