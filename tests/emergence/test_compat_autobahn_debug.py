@@ -4,6 +4,8 @@ import logging
 import pprint
 
 import pytest
+from autobahn import util
+from autobahn.twisted import websocket
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket import protocol
 from django.core.exceptions import ImproperlyConfigured
@@ -42,6 +44,38 @@ def open_connection() -> WebSocketServerProtocol:
 
 def test_the_start_up_applied_it():
     assert protocol.pformat is fix.lazy_pformat
+    for module in (protocol, websocket):
+        assert (module.hltype, module.hlval) == (fix.lazy_hltype, fix.lazy_hlval)
+
+
+@pytest.fixture
+def highlights(monkeypatch) -> dict[str, Counting]:
+    """autobahn.util's hltype and hlval, counting their calls."""
+    counting = {}
+    for name in ("hltype", "hlval"):
+        counting[name] = Counting()
+        counting[name].real = getattr(util, name)
+        monkeypatch.setattr(util, name, counting[name])
+    return counting
+
+
+def test_a_connection_and_its_frames_colour_no_names(highlights):
+    made = open_connection()
+    made.sendData(b"x" * 10)
+    assert [c.calls for c in highlights.values()] == [0, 0]
+
+
+def test_the_test_sees_an_eager_hltype(highlights, monkeypatch):
+    monkeypatch.setattr(protocol, "hltype", highlights["hltype"])  # as released
+    open_connection().sendData(b"x")
+    assert highlights["hltype"].calls > 0
+
+
+def test_the_deferred_names_are_autobahns_text():
+    made = open_connection()
+    assert str(fix.lazy_hltype(made.sendData)) == util.hltype(made.sendData)
+    assert "{v}".format(v=fix.lazy_hlval(42)) == util.hlval(42)  # noqa: UP032
+    assert fix.lazy_hlval(42, color="red") == util.hlval(42, color="red")
 
 
 def test_a_new_connection_formats_nothing(pformats):
@@ -76,13 +110,18 @@ def test_timings_still_read_as_text():
 def unpatched(monkeypatch):
     monkeypatch.setattr(protocol, "pformat", pprint.pformat)
     monkeypatch.setattr(protocol.Timings, "__str__", lambda self: "as released")
+    for module in (protocol, websocket):
+        monkeypatch.setattr(module, "hltype", util.hltype)
+        monkeypatch.setattr(module, "hlval", util.hlval)
 
 
 def test_an_unpatched_autobahn_is_patched_once(unpatched):
     fix.apply()
     assert protocol.pformat is fix.lazy_pformat
+    assert websocket.hltype is fix.lazy_hltype
     fix.apply()
     assert protocol.pformat is fix.lazy_pformat
+    assert websocket.hlval is fix.lazy_hlval
 
 
 def test_another_autobahn_release_is_left_alone_with_one_warning(
@@ -92,6 +131,7 @@ def test_another_autobahn_release_is_left_alone_with_one_warning(
     caplog.set_level(logging.WARNING, logger="emergence.compat")
     fix.apply()
     assert protocol.pformat is pprint.pformat
+    assert websocket.hltype is util.hltype
     [record] = caplog.records
     assert (record.event, record.installed, record.expected) == (
         "compat_version_mismatch",
