@@ -25,6 +25,7 @@ from accounts import tokens
 from ops import http_edge
 from ops.batching import Coalescer
 from ops.db import RETRYABLE, DatabaseUnavailable, db_call
+from ops.rows import rows_by_pk
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def _users_in_bulk(claims: list[tuple[Any, str | None]]) -> dict[Any, Any]:
     }
     if not ids:
         return {}
-    return get_user_model()._default_manager.in_bulk(ids)
+    return rows_by_pk(get_user_model(), ids)
 
 
 def _session_user(

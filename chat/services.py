@@ -11,6 +11,7 @@ from django.db import IntegrityError, connection, transaction
 from chat import limits
 from chat.models import Message, Thread
 from ops import metrics
+from ops.rows import rows_by_pk
 
 
 class ThreadForbidden(Exception):
@@ -55,7 +56,7 @@ def thread_join_many(
     a missing thread when not `create`.
     """
     ids = sorted({thread_id for thread_id, _ in joins})
-    threads = Thread.objects.in_bulk(ids)
+    threads = rows_by_pk(Thread, ids)
     missing = [thread_id for thread_id in ids if thread_id not in threads]
     if create and missing:
         # Another instance (or POST /api/threads, private) may create one at the same
@@ -66,7 +67,7 @@ def thread_join_many(
             [Thread(id=tid, created_by=creators[tid]) for tid in missing],
             ignore_conflicts=True,
         )
-        threads.update(Thread.objects.in_bulk(missing))
+        threads.update(rows_by_pk(Thread, missing))
     members = _memberships(threads, joins)
     joined: list[Thread | ThreadForbidden | None] = []
     for thread_id, user in joins:
