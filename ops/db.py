@@ -1,6 +1,7 @@
 """The one DB retry helper: every session load and message write goes through it."""
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -9,7 +10,14 @@ from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    InterfaceError,
+    OperationalError,
+    connection,
+    connections,
+)
+from django.db.utils import load_backend
 
 from ops import metrics
 
@@ -66,9 +74,16 @@ _run_parallel = database_sync_to_async(
 
 
 def _runner():
-    if connection.vendor == "postgresql":
+    # The configured engine's vendor, not connection.vendor: that looks the
+    # connection up in a context-local store, on the event loop, for every call.
+    if _vendor(connections.settings[DEFAULT_DB_ALIAS]["ENGINE"]) == "postgresql":
         return _run_parallel
     return _run_shared_thread
+
+
+@functools.cache
+def _vendor(engine: str) -> str:
+    return load_backend(engine).DatabaseWrapper.vendor
 
 
 def _log_lost(op: str, attempt: int, delay: float, exc: Exception) -> None:

@@ -14,6 +14,7 @@ rows and 1.1-7x for 2,000 (measured: docs/BENCHMARKS.md). Other databases
 tests run both on PostgreSQL and hold them to one answer.
 """
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -72,6 +73,7 @@ SELECT id, owner_id FROM {SESSIONS} WHERE id = ANY(%s::varchar[]) ORDER BY id FO
 _TOUCH = f"UPDATE {SESSIONS} SET last_seen_at = %s WHERE id = ANY(%s::varchar[])"
 
 
+@functools.cache  # asked on the array path only, where the vendor is fixed
 def _user_pk() -> str:
     """The column type of a user id (integer for Django's own User), for a cast."""
     return ChatSession._meta.get_field("owner").target_field.rel_db_type(connection)

@@ -13,6 +13,7 @@ from django.db import (
     OperationalError,
     ProgrammingError,
     connection,
+    connections,
     transaction,
 )
 
@@ -281,3 +282,10 @@ async def test_db_ping_measures_a_round_trip():
     elapsed_ms = await db_call(db_ping)
     assert isinstance(elapsed_ms, float)
     assert 0 < elapsed_ms < 2000
+
+
+def test_postgresql_work_runs_in_parallel_and_sqlites_on_one_thread(monkeypatch):
+    assert db._runner() is db._run_parallel  # the suite's PostgreSQL
+    sqlite = {**connections.settings["default"], "ENGINE": "django.db.backends.sqlite3"}
+    monkeypatch.setitem(connections.settings, "default", sqlite)
+    assert db._runner() is db._run_shared_thread
