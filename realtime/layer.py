@@ -13,7 +13,9 @@ no connect completed at all.
 Here the commands wait in a queue per connection kind and are sent a batch at a
 time, under the same lock: consecutive (un)subscribes as one command naming every
 channel, publishes as one pipeline. Order is kept: commands go out in the order
-they were asked for, on one connection each, as they did under the lock.
+they were asked for, on one connection each, as they did under the lock. A
+subscribe of a channel subscribed already, with no unsubscribe of it pending,
+returns at once: its batch would have sent nothing for it.
 
 Written against channels-redis 4.3 (pinned in requirements.txt), whose private
 shard class it extends; tests/realtime/test_layer.py runs it against Redis.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,6 +48,8 @@ class BatchedShard(RedisSingleShardConnection):
         self._subscriptions: list[Pending] = []  # ("subscribe"|"unsubscribe", name)
         self._publishes: list[Pending] = []  # ("publish", (channel, message))
         self._flushers: set[asyncio.Task] = set()
+        # Unsubscribes queued or on the wire, by channel.
+        self._leaving: Counter[str] = Counter()
 
     async def publish(self, channel: str, message: bytes) -> None:
         await self._queue(
@@ -52,6 +57,11 @@ class BatchedShard(RedisSingleShardConnection):
         )
 
     async def subscribe(self, channel: str) -> None:
+        # Subscribed, and no unsubscribe of it waiting or under way: its batch would
+        # send nothing for it. Every socket's group_add of its thread (and of its
+        # user) asks this; waiting for a batch cost it the lock and a loop pass.
+        if channel in self._subscribed_to and not self._leaving[channel]:
+            return
         await self._queue(
             self._subscriptions, self._subscription_batch, "subscribe", channel
         )
@@ -67,6 +77,10 @@ class BatchedShard(RedisSingleShardConnection):
         """Add a command to `queue`; return once `send` sent its batch (or failed)."""
         future = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieved)
+        if op == "unsubscribe":
+            # Counted until its batch has gone out (or failed, or been cancelled).
+            self._leaving[arg] += 1
+            future.add_done_callback(lambda _: self._left(arg))
         queue.append((op, arg, future))
         if len(queue) == 1:
             # The first of a batch starts its sender; the others ride along.
@@ -76,6 +90,11 @@ class BatchedShard(RedisSingleShardConnection):
         # Shielded: a caller cancelled while waiting (a closing consumer) leaves its
         # command to go out with the batch, as it would have once under the lock.
         await asyncio.shield(future)
+
+    def _left(self, channel: str) -> None:
+        self._leaving[channel] -= 1
+        if self._leaving[channel] <= 0:
+            del self._leaving[channel]
 
     async def _send(self, queue: list[Pending], send: SendBatch) -> None:
         async with self._lock:

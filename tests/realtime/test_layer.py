@@ -155,3 +155,31 @@ async def test_a_failed_batch_fails_every_caller_and_the_next_one_works(
     assert channel in shard._subscribed_to
     await layer.send(channel, {"type": "m"})
     assert await asyncio.wait_for(layer.receive(channel), RECEIVE_S) == {"type": "m"}
+
+
+async def test_a_group_subscribed_already_is_joined_without_a_batch(layer):
+    first, second = await asyncio.gather(layer.new_channel(), layer.new_channel())
+    await layer.group_add("room", first)
+    shard = shard_of(layer)
+    async with shard._lock:  # no batch can go out meanwhile
+        await asyncio.wait_for(layer.group_add("room", second), RECEIVE_S)
+    await layer.group_send("room", {"type": "m"})
+    assert await asyncio.wait_for(layer.receive(second), RECEIVE_S) == {"type": "m"}
+
+
+async def test_a_join_behind_the_groups_unsubscribe_waits_and_stays_subscribed(layer):
+    first, second = await asyncio.gather(layer.new_channel(), layer.new_channel())
+    await layer.group_add("room", first)
+    shard = shard_of(layer)
+    group = layer._get_layer()._get_group_channel_name("room")
+    async with shard._lock:  # the last member's unsubscribe queues behind this
+        leaving = asyncio.ensure_future(layer.group_discard("room", first))
+        await asyncio.sleep(0)
+        joining = asyncio.ensure_future(layer.group_add("room", second))
+        await asyncio.sleep(0.05)
+        assert not joining.done(), "it must not return before the unsubscribe"
+    await asyncio.wait_for(asyncio.gather(leaving, joining), RECEIVE_S)
+    assert group in shard._subscribed_to and not shard._leaving
+    assert group in await redis_subscriptions(group)
+    await layer.group_send("room", {"type": "m"})
+    assert await asyncio.wait_for(layer.receive(second), RECEIVE_S) == {"type": "m"}
