@@ -63,8 +63,10 @@ class AccessLog:
             )
 
 
-# Allocations less deallocations between collections of the youngest generation.
-GC_THRESHOLD_YOUNG = 10_000
+# gc.set_threshold's three: allocations less deallocations between collections of
+# the youngest generation, then collections of each generation between collections
+# of the next. Measured against the default and (10,000, 10, 10) in docs/BENCHMARKS.md.
+GC_THRESHOLDS = (10_000, 1, 100)
 
 
 def prepare_to_serve() -> None:
@@ -77,11 +79,12 @@ def prepare_to_serve() -> None:
     # objects.
     gc.freeze()
     # A socket's objects live as long as the socket, and a connect allocates a few
-    # thousand: with the default 700 a 2,000-socket connect storm ran ~15 full
-    # collections (~190 ms each, the loop stopped) to free almost nothing. The later
-    # generations' thresholds and the full pass's 25 % rule stay as they are
-    # (https://docs.python.org/3/library/gc.html#gc.set_threshold).
-    gc.set_threshold(GC_THRESHOLD_YOUNG, *gc.get_threshold()[1:])
+    # thousand: with the default (700, 10, 10) a 2,000-socket connect storm ran ~15
+    # full collections (~190 ms each, the loop stopped) to free almost nothing.
+    # Young objects are collected every 10,000 allocations, their survivors moved
+    # on at every other pass (short pauses), and a full pass waits for 100 of those
+    # as well as for the 25 % rule (https://docs.python.org/3/library/gc.html).
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def frame_limit(configured: int) -> int:
