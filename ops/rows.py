@@ -1,4 +1,4 @@
-"""Rows by primary key in one statement that takes the keys as one array.
+"""Statements that take one array per column: where they run, and rows by key.
 
 Every burst of connects reads its users and its threads by key on a database
 thread, and what that costs in Python is held under the GIL while the event loop
@@ -18,8 +18,14 @@ from typing import Any
 from django.db import connection, models
 from django.db.models.manager import BaseManager
 
-# Databases that take the array statement; QuerySet.in_bulk serves the rest.
+# Databases that take the array statements (here and sessions_app/bulk.py); the
+# ORM's statements serve the rest.
 ARRAY_VENDORS = frozenset({"postgresql"})
+
+
+def arrays() -> bool:
+    """Whether this thread's database takes the array statements."""
+    return connection.vendor in ARRAY_VENDORS
 
 
 def rows_by_pk(model: type[models.Model], ids: Iterable[Any]) -> dict[Any, Any]:
@@ -29,7 +35,7 @@ def rows_by_pk(model: type[models.Model], ids: Iterable[Any]) -> dict[Any, Any]:
         return {}
     manager = model._default_manager
     narrowed = type(manager).get_queryset is not BaseManager.get_queryset
-    if connection.vendor not in ARRAY_VENDORS or narrowed:
+    if not arrays() or narrowed:
         return manager.in_bulk(keys)
     return {row.pk: row for row in manager.raw(_select(model), [keys])}
 

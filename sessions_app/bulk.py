@@ -22,6 +22,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Case, F, Value, When
 
+from ops.rows import arrays
 from sessions_app.models import ChatSession, ConnectionEvent
 
 SESSIONS = ChatSession._meta.db_table
@@ -79,19 +80,11 @@ def _user_pk() -> str:
     return ChatSession._meta.get_field("owner").target_field.rel_db_type(connection)
 
 
-# Databases that take the array statements; the ORM's serve the rest.
-ARRAY_VENDORS = frozenset({"postgresql"})
-
-
-def _arrays() -> bool:
-    return connection.vendor in ARRAY_VENDORS
-
-
 def sessions_lock(*, ids: Sequence[str]) -> list[ChatSession]:
     """The sessions' rows, locked FOR UPDATE in id order (one lock order everywhere)."""
     if not ids:
         return []
-    if not _arrays():
+    if not arrays():
         locked = ChatSession.objects.select_for_update().filter(pk__in=ids)
         return list(locked.order_by("pk"))
     return list(ChatSession.objects.raw(_LOCK, [list(ids)]))
@@ -102,7 +95,7 @@ def sessions_lock_owners(*, ids: Iterable[str]) -> dict[str, int]:
     ids = sorted(set(ids))
     if not ids:
         return {}
-    if not _arrays():
+    if not arrays():
         locked = ChatSession.objects.select_for_update().filter(pk__in=ids)
         return dict(locked.order_by("pk").values_list("pk", "owner_id"))
     with connection.cursor() as cursor:
@@ -117,7 +110,7 @@ def sessions_insert_missing(*, rows: Sequence[ChatSession], now: datetime) -> No
     """
     if not rows:
         return
-    if not _arrays():
+    if not arrays():
         for row in rows:
             row.status, row.last_seen_at = ChatSession.Status.ACTIVE, now
             row.connect_count = row.resumed_count = 0
@@ -146,7 +139,7 @@ def sessions_count_connects(
 ) -> None:
     """Add each session's connects and resumes, mark it active, set its thread."""
     ids = sorted(connects)
-    if not _arrays():
+    if not arrays():
         ChatSession.objects.filter(pk__in=ids).update(
             thread_key=_per_row({pk: thread_keys[pk] for pk in ids}),
             status=ChatSession.Status.ACTIVE,
@@ -185,7 +178,7 @@ def sessions_touch(*, ids: Iterable[str], now: datetime) -> None:
     ids = sorted(set(ids))
     if not ids:
         return
-    if not _arrays():
+    if not arrays():
         ChatSession.objects.filter(pk__in=ids).update(last_seen_at=now)
         return
     with connection.cursor() as cursor:
@@ -199,7 +192,7 @@ def events_insert(*, events: Sequence[ConnectionEvent], now: datetime) -> None:
     """
     if not events:
         return
-    if not _arrays():
+    if not arrays():
         ConnectionEvent.objects.bulk_create(events)
         return
     columns = [[getattr(e, name) for e in events] for name, _ in _EVENT_COLUMNS]

@@ -10,9 +10,9 @@ def _fast_password_hasher(fast_password_hasher):
 
 @pytest.fixture(params=["arrays", "orm"])
 def statements(request, monkeypatch):
-    """Run a test with sessions_app.bulk's array statements, then with the ORM's."""
-    from sessions_app import bulk
+    """A test with the array statements (bulk, ops.rows), then with the ORM's."""
+    from ops import rows
 
     if request.param == "orm":  # as on SQLite, the embedded default
-        monkeypatch.setattr(bulk, "ARRAY_VENDORS", frozenset())
+        monkeypatch.setattr(rows, "ARRAY_VENDORS", frozenset())
     return request.param
